@@ -1,0 +1,27 @@
+//! The handle and stream runtime: every object handed to a user is a reference-counted node.
+//!
+//! The contract is `shared/design/LIFETIMES.md`: release (drop) gives up one reference and never blocks;
+//! `close()` is a forced, cascading end; `close_and_wait` waits boundedly; strict mode only reports; a
+//! stream that was cut short never looks complete.
+
+mod future;
+mod io;
+mod node;
+mod reason;
+mod resource;
+mod runtime;
+mod scope;
+mod strict;
+mod stream;
+mod transform;
+
+pub use future::{FutureReader, FutureWriter, Undelivered};
+pub use io::{FileSink, TcpListener, TcpSocket};
+pub use node::{Node, NodeKind, NodeState};
+pub use reason::{CloseReason, CloseWaitError, Closed, Error, Result, WriteError};
+pub use resource::Resource;
+pub use runtime::{CallbackScope, DiagnosticsSnapshot, Runtime, RuntimeBuilder, ShutdownError};
+pub use scope::Scope;
+pub use strict::{Diagnostic, Diagnostics, StrictConfig, StrictLevel, StrictProfile, ViolationKind, take_pending};
+pub use stream::{DEFAULT_CAPACITY, ReadStream, StreamEvent, WriteStream, pipe};
+pub use transform::{AEAD_CHUNK_SIZE, AEAD_HEADER_LEN, AEAD_KEY_LEN};

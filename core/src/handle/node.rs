@@ -1,0 +1,481 @@
+//! The node: one piece of host state shared by handles, children and in-flight operations.
+//!
+//! Reference shape (LIFETIMES.md §1): a child holds its parent with a strong `Arc`; a parent lists its
+//! dependents with `Weak` references, so `close()` reaches every living dependent and never keeps one alive.
+//! External references (handles) are counted apart from internal ones (children, operations, tasks).
+
+use std::collections::HashMap;
+use std::mem::ManuallyDrop;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use event_listener::Listener;
+
+use super::reason::{CloseReason, CloseWaitError, Closed};
+use super::runtime::{RtShared, would_deadlock_here};
+use super::scope::ScopeInner;
+use super::strict::ViolationKind;
+
+const OPEN: u8 = 0;
+const CLOSING: u8 = 1;
+const CLOSED: u8 = 2;
+
+/// The lifecycle state of a node, as seen from outside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeState {
+    /// Working; at least one handle is alive.
+    Open,
+    /// Working, but only children or in-flight operations hold it (LIFETIMES.md S2).
+    Orphaned,
+    /// `close()` was called; in-flight operations are being cancelled.
+    Closing,
+    /// Closed and its OS resources released.
+    Closed,
+}
+
+/// What kind of node this is; decides which lifecycle rules apply (LIFETIMES.md §2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeKind {
+    /// A resource: request, socket, file, transformer, listener.
+    Resource,
+    /// The read end of a byte stream.
+    StreamReader,
+    /// The write end of a byte stream.
+    StreamWriter,
+    /// The read end of a future.
+    FutureReader,
+    /// The write end of a future.
+    FutureWriter,
+}
+
+/// Behaviour a concrete node type plugs into the generic state machine.
+///
+/// Every method is called with no SDK lock held (S6) and must not block.
+pub(crate) trait NodeHooks: Send + Sync + 'static {
+    /// `Open → Closing` happened with this reason: wake waiters, cancel tasks.
+    fn on_close(&self, _closed: Closed) {}
+    /// The last external handle was released (S2/S3). Runs on the releasing thread; must be O(1).
+    fn on_last_release(&self) {}
+    /// A strict-mode violation that releasing the last handle now would be (V2, V3), if any.
+    fn release_violation(&self) -> Option<ViolationKind> {
+        None
+    }
+    /// `Closed` is being entered: release OS resources and drop stored callbacks. Runs on the reaper.
+    fn on_teardown(&self) {}
+}
+
+static NEXT_NODE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The shared state of one node. Users only see it through [`Node`] and the typed handles.
+pub(crate) struct NodeCore {
+    id: u64,
+    kind: NodeKind,
+    label: &'static str,
+    state: AtomicU8,
+    reason: OnceLock<Closed>,
+    ext_refs: AtomicUsize,
+    inflight: AtomicUsize,
+    teardown_started: AtomicBool,
+    counted: AtomicBool,
+    /// Strong link to the parent: a child keeps alive the parent state it needs (option 2).
+    _parent: Option<Arc<NodeCore>>,
+    dependents: Mutex<Vec<Weak<NodeCore>>>,
+    scope: Mutex<Option<Weak<ScopeInner>>>,
+    closed_event: event_listener::Event,
+    hooks: Box<dyn NodeHooks>,
+    backtrace: Option<String>,
+    pub(crate) rt: Arc<RtShared>,
+}
+
+impl NodeCore {
+    /// Creates a node with one external reference, registered with its runtime and current scope.
+    pub(crate) fn create(
+        rt: &Arc<RtShared>,
+        kind: NodeKind,
+        label: &'static str,
+        parent: Option<&Arc<NodeCore>>,
+        hooks: Box<dyn NodeHooks>,
+    ) -> Result<Arc<NodeCore>, Closed> {
+        rt.check_running()?;
+        if let Some(p) = parent {
+            if let Some(c) = p.closed_error() {
+                return Err(Closed::new(match c.reason {
+                    CloseReason::RuntimeShutdown | CloseReason::ScopeExited => c.reason,
+                    _ => CloseReason::Parent,
+                }));
+            }
+        }
+        let node = Arc::new(NodeCore {
+            id: NEXT_NODE_ID.fetch_add(1, Ordering::Relaxed),
+            kind,
+            label,
+            state: AtomicU8::new(OPEN),
+            reason: OnceLock::new(),
+            ext_refs: AtomicUsize::new(1),
+            inflight: AtomicUsize::new(0),
+            teardown_started: AtomicBool::new(false),
+            counted: AtomicBool::new(true),
+            _parent: parent.cloned(),
+            dependents: Mutex::new(Vec::new()),
+            scope: Mutex::new(None),
+            closed_event: event_listener::Event::new(),
+            hooks,
+            backtrace: rt.strict.capture_backtrace(),
+            rt: rt.clone(),
+        });
+        rt.register(&node);
+        if let Some(p) = parent {
+            let mut deps = lock(&p.dependents);
+            if deps.len() >= 8 && deps.len().is_power_of_two() {
+                deps.retain(|w| w.strong_count() > 0);
+            }
+            deps.push(Arc::downgrade(&node));
+        }
+        if let Some(scope) = super::scope::current_scope() {
+            scope.adopt(&node);
+            *lock(&node.scope) = Some(Arc::downgrade(&scope));
+        }
+        // A parent closed between the check above and the registration must still cascade.
+        if let Some(p) = parent {
+            if let Some(c) = p.closed_error() {
+                node.close_with(Closed::new(cascade_reason(c.reason)));
+            }
+        }
+        Ok(node)
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn label(&self) -> &'static str {
+        self.label
+    }
+
+    pub(crate) fn backtrace(&self) -> Option<&str> {
+        self.backtrace.as_deref()
+    }
+
+    /// The close error if the node is closing or closed.
+    pub(crate) fn closed_error(&self) -> Option<Closed> {
+        if self.state.load(Ordering::Acquire) == OPEN {
+            return None;
+        }
+        Some(self.reason.get().copied().unwrap_or(Closed::new(CloseReason::SelfClosed)))
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.state.load(Ordering::Acquire) == OPEN
+    }
+
+    pub(crate) fn state(&self) -> NodeState {
+        match self.state.load(Ordering::Acquire) {
+            OPEN if self.ext_refs.load(Ordering::Acquire) == 0 => NodeState::Orphaned,
+            OPEN => NodeState::Open,
+            CLOSING => NodeState::Closing,
+            _ => NodeState::Closed,
+        }
+    }
+
+    pub(crate) fn has_external_refs(&self) -> bool {
+        self.ext_refs.load(Ordering::Acquire) > 0
+    }
+
+    /// Starts an operation: counted as in flight until the guard drops (S4). Fails once closing.
+    pub(crate) fn begin_op(self: &Arc<Self>) -> Result<OpGuard, Closed> {
+        self.inflight.fetch_add(1, Ordering::SeqCst);
+        let guard = OpGuard { core: self.clone() };
+        if self.state.load(Ordering::SeqCst) != OPEN {
+            let closed = self.closed_error().unwrap_or(Closed::new(CloseReason::SelfClosed));
+            drop(guard);
+            if !self.rt.is_dead() {
+                self.rt.strict.report(ViolationKind::UseAfterClose, self);
+            }
+            return Err(closed);
+        }
+        Ok(guard)
+    }
+
+    /// Forced, cascading close (idempotent; returns at once).
+    pub(crate) fn close_with(self: &Arc<Self>, closed: Closed) {
+        if self.state.compare_exchange(OPEN, CLOSING, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+            return;
+        }
+        let _ = self.reason.set(closed);
+        self.hooks.on_close(closed);
+        let dependents: Vec<Arc<NodeCore>> = {
+            let mut deps = lock(&self.dependents);
+            let alive = deps.iter().filter_map(Weak::upgrade).collect();
+            deps.clear();
+            alive
+        };
+        let child_reason = Closed::new(cascade_reason(closed.reason));
+        for child in dependents {
+            child.close_with(child_reason);
+        }
+        if self.inflight.load(Ordering::SeqCst) == 0 {
+            self.start_teardown();
+        }
+    }
+
+    fn start_teardown(self: &Arc<Self>) {
+        if self.teardown_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = self.clone();
+        self.rt.defer(Box::new(move || me.finish_teardown()));
+    }
+
+    fn finish_teardown(&self) {
+        self.hooks.on_teardown();
+        if let Some(scope) = lock(&self.scope).take().and_then(|w| w.upgrade()) {
+            scope.forget(self.id);
+        }
+        self.state.store(CLOSED, Ordering::Release);
+        self.uncount();
+        self.closed_event.notify(usize::MAX);
+    }
+
+    fn uncount(&self) {
+        if self.counted.swap(false, Ordering::AcqRel) {
+            self.rt.node_gone(self.id);
+        }
+    }
+
+    /// Adds one external reference (a cloned handle).
+    pub(crate) fn retain_external(&self) {
+        self.ext_refs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Gives up one external reference. O(1), never blocks, any thread (R1, A6).
+    pub(crate) fn release_external(self: Arc<Self>) {
+        if self.ext_refs.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        if self.rt.strict.enabled() && !self.rt.is_dead() {
+            if self.is_open() {
+                if let Some(v) = self.hooks.release_violation() {
+                    self.rt.strict.report(v, &self);
+                }
+            }
+            if self.kind == NodeKind::Resource && self.rt.strict.wasip2() && self.has_live_dependent_handles() {
+                self.rt.strict.report(ViolationKind::ParentBeforeChild, &self);
+            }
+        }
+        self.hooks.on_last_release();
+        // The final drop (and with it any teardown) happens on the reaper, never inline (S5).
+        let rt = self.rt.clone();
+        rt.defer(Box::new(move || drop(self)));
+    }
+
+    fn has_live_dependent_handles(&self) -> bool {
+        lock(&self.dependents).iter().filter_map(Weak::upgrade).any(|d| d.has_external_refs())
+    }
+
+    /// Removes this node from its scope so the scope's exit does not close it.
+    pub(crate) fn detach_from_scope(&self) {
+        if let Some(scope) = lock(&self.scope).take().and_then(|w| w.upgrade()) {
+            scope.forget(self.id);
+        }
+    }
+
+    /// Waits (blocking) until the node is `Closed`, after closing it.
+    pub(crate) fn close_and_wait_blocking(self: &Arc<Self>, timeout: Duration) -> Result<(), CloseWaitError> {
+        if would_deadlock_here() {
+            self.rt.strict.report(ViolationKind::WouldDeadlock, self);
+            return Err(CloseWaitError::WouldDeadlock);
+        }
+        self.close_with(Closed::new(CloseReason::SelfClosed));
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.state.load(Ordering::Acquire) == CLOSED {
+                return Ok(());
+            }
+            let listener = self.closed_event.listen();
+            if self.state.load(Ordering::Acquire) == CLOSED {
+                return Ok(());
+            }
+            if listener.wait_deadline(deadline).is_none() && Instant::now() >= deadline {
+                return if self.state.load(Ordering::Acquire) == CLOSED { Ok(()) } else { Err(CloseWaitError::Timeout) };
+            }
+        }
+    }
+
+    /// Waits (async) until the node is `Closed`, after closing it.
+    pub(crate) async fn close_and_wait(self: &Arc<Self>, timeout: Duration) -> Result<(), CloseWaitError> {
+        if super::runtime::in_callback() {
+            self.rt.strict.report(ViolationKind::WouldDeadlock, self);
+            return Err(CloseWaitError::WouldDeadlock);
+        }
+        self.close_with(Closed::new(CloseReason::SelfClosed));
+        let wait = async {
+            loop {
+                if self.state.load(Ordering::Acquire) == CLOSED {
+                    return;
+                }
+                let listener = self.closed_event.listen();
+                if self.state.load(Ordering::Acquire) == CLOSED {
+                    return;
+                }
+                listener.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.map_err(|_| CloseWaitError::Timeout)
+    }
+
+    /// Closes the node for runtime shutdown or scope exit, and reports whether it is already torn down.
+    pub(crate) fn is_torn_down(&self) -> bool {
+        !self.counted.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for NodeCore {
+    fn drop(&mut self) {
+        if !self.teardown_started.swap(true, Ordering::AcqRel) {
+            self.hooks.on_teardown();
+        }
+        if let Some(scope) = lock(&self.scope).take().and_then(|w| w.upgrade()) {
+            scope.forget(self.id);
+        }
+        self.uncount();
+        self.rt.unregister(self.id);
+    }
+}
+
+/// The reason a dependent child is closed with when its parent closes with `parent`.
+pub(crate) fn cascade_reason(parent: CloseReason) -> CloseReason {
+    match parent {
+        CloseReason::RuntimeShutdown | CloseReason::ScopeExited => parent,
+        _ => CloseReason::Parent,
+    }
+}
+
+/// An operation in flight on a node; while any exists, the node stays `Closing` and not `Closed` (S4).
+pub(crate) struct OpGuard {
+    core: Arc<NodeCore>,
+}
+
+impl Drop for OpGuard {
+    fn drop(&mut self) {
+        if self.core.inflight.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.core.state.load(Ordering::SeqCst) == CLOSING
+        {
+            self.core.start_teardown();
+        }
+    }
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (a panic never breaks a node).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One external reference to a node: the common part of every bcv handle.
+///
+/// Dropping it releases the reference (O(1), any thread, never blocks, never fails). Cloning adds an
+/// external reference. The node lives on while children or operations need it.
+pub struct Node {
+    pub(crate) core: ManuallyDrop<Arc<NodeCore>>,
+}
+
+impl Node {
+    pub(crate) fn from_core(core: Arc<NodeCore>) -> Node {
+        Node { core: ManuallyDrop::new(core) }
+    }
+
+    /// The node's unique id (diagnostics, `stuck_node_ids`).
+    pub fn id(&self) -> u64 {
+        self.core.id
+    }
+
+    /// The node's kind.
+    pub fn kind(&self) -> NodeKind {
+        self.core.kind
+    }
+
+    /// A short human-readable label (`"pipe reader"`, `"tcp socket"`, …).
+    pub fn label(&self) -> &'static str {
+        self.core.label
+    }
+
+    /// The current lifecycle state.
+    pub fn state(&self) -> NodeState {
+        self.core.state()
+    }
+
+    /// Why the node was closed, once it is closing or closed.
+    pub fn close_reason(&self) -> Option<Closed> {
+        self.core.closed_error()
+    }
+
+    /// Forced, cascading close with reason `SELF`: idempotent, returns at once. Dependent children end with
+    /// `Closed{PARENT}`; detached children are unaffected.
+    pub fn close(&self) {
+        self.core.close_with(Closed::new(CloseReason::SelfClosed));
+    }
+
+    /// Like [`close`](Self::close) but with a caller-chosen reason.
+    pub fn close_with(&self, reason: CloseReason) {
+        self.core.close_with(Closed::new(reason));
+    }
+
+    /// Closes the node and waits until in-flight operations have returned and OS resources are freed.
+    ///
+    /// Does not wait for children to be released. Errors: [`CloseWaitError::Timeout`] after `timeout`;
+    /// [`CloseWaitError::WouldDeadlock`] when called from an SDK callback.
+    pub async fn close_and_wait(&self, timeout: Duration) -> Result<(), CloseWaitError> {
+        self.core.close_and_wait(timeout).await
+    }
+
+    /// Blocking form of [`close_and_wait`](Self::close_and_wait). Refuses with `WouldDeadlock` on a
+    /// runtime worker, the reaper, or inside an SDK callback.
+    pub fn close_and_wait_blocking(&self, timeout: Duration) -> Result<(), CloseWaitError> {
+        self.core.close_and_wait_blocking(timeout)
+    }
+
+    /// Lets this node outlive the scope it was created in (LIFETIMES.md §4.6).
+    pub fn detach_from_scope(&self) {
+        self.core.detach_from_scope();
+    }
+
+    /// Records strict-mode V4 if this handle is being garbage-collected while still open. Bindings call it
+    /// from their finalizers just before the handle is dropped; it never changes behaviour.
+    pub fn note_collected(&self) {
+        if self.core.kind == NodeKind::Resource
+            && self.core.is_open()
+            && self.core.ext_refs.load(Ordering::Acquire) == 1
+            && !self.core.rt.is_dead()
+        {
+            self.core.rt.strict.report(ViolationKind::CollectedWhileOpen, &self.core);
+        }
+    }
+}
+
+impl Clone for Node {
+    fn clone(&self) -> Node {
+        self.core.retain_external();
+        Node { core: ManuallyDrop::new(Arc::clone(&self.core)) }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // SAFETY: `core` is never used again after this point; `drop` runs once.
+        let core = unsafe { ManuallyDrop::take(&mut self.core) };
+        core.release_external();
+    }
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.core.id)
+            .field("label", &self.core.label)
+            .field("state", &self.core.state())
+            .finish()
+    }
+}
+
+/// Registry of the nodes a runtime or scope owns, for shutdown and scope exit.
+pub(crate) type NodeTable = HashMap<u64, Weak<NodeCore>>;

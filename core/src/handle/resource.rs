@@ -1,0 +1,112 @@
+//! Resources backed by tasks on the executor: transformers, file pumps, socket pumps.
+//!
+//! A task-backed resource owns the abort handles of its tasks; each task holds an in-flight guard on the
+//! resource, so `close()` aborts the tasks and `close_and_wait` returns once they have let go of their OS
+//! resources (LIFETIMES.md S4).
+
+use std::future::Future;
+use std::ops::Deref;
+use std::any::Any;
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::task::AbortHandle;
+
+use super::node::{Node, NodeCore, NodeHooks, NodeKind, lock};
+use super::reason::{CloseReason, Closed};
+use super::runtime::Runtime;
+
+#[derive(Default)]
+pub(crate) struct TaskSet {
+    tasks: Mutex<Vec<AbortHandle>>,
+    /// Input streams the resource consumes: dropped at once when it closes (X4).
+    inputs: Mutex<Vec<Weak<NodeCore>>>,
+    /// OS objects (a listening socket) owned by the resource, freed when it enters `Closed` (S4).
+    owned: Mutex<Vec<Box<dyn Any + Send + Sync>>>,
+}
+
+impl TaskSet {
+    fn abort_all(&self) {
+        for task in lock(&self.tasks).drain(..) {
+            task.abort();
+        }
+    }
+}
+
+struct TaskHooks(Arc<TaskSet>);
+
+impl NodeHooks for TaskHooks {
+    fn on_close(&self, _closed: Closed) {
+        self.0.abort_all();
+        let inputs: Vec<_> = lock(&self.0.inputs).drain(..).filter_map(|w| w.upgrade()).collect();
+        for input in inputs {
+            input.close_with(Closed::new(CloseReason::Parent));
+        }
+    }
+    fn on_teardown(&self) {
+        self.0.abort_all();
+        let owned = std::mem::take(&mut *lock(&self.0.owned));
+        drop(owned);
+    }
+}
+
+/// A resource node whose work runs in tasks it owns. Internal building block.
+pub(crate) struct TaskResource {
+    pub(crate) core: Arc<NodeCore>,
+    tasks: Arc<TaskSet>,
+}
+
+impl TaskResource {
+    pub(crate) fn create(rt: &Runtime, label: &'static str, parent: Option<&Arc<NodeCore>>) -> Result<(TaskResource, Node), Closed> {
+        let tasks = Arc::new(TaskSet::default());
+        let core = NodeCore::create(&rt.shared, NodeKind::Resource, label, parent, Box::new(TaskHooks(tasks.clone())))?;
+        Ok((TaskResource { core: core.clone(), tasks }, Node::from_core(core)))
+    }
+
+    /// Records `input` as consumed by this resource: closing the resource drops it (its producer then
+    /// sees `PEER_DROPPED`).
+    pub(crate) fn consume(&self, input: &Node) {
+        lock(&self.tasks.inputs).push(Arc::downgrade(&input.core));
+    }
+
+    /// Hands an OS object to the resource; it is dropped when the resource enters `Closed`.
+    pub(crate) fn own<T: Any + Send + Sync>(&self, object: T) {
+        lock(&self.tasks.owned).push(Box::new(object));
+        if !self.core.is_open() && self.core.is_torn_down() {
+            lock(&self.tasks.owned).clear();
+        }
+    }
+
+    /// Spawns `task` as in-flight work of this resource. If the resource is already closed the task is
+    /// dropped without running.
+    pub(crate) fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let Ok(guard) = self.core.begin_op() else { return };
+        let handle = self.core.rt.tokio().spawn(async move {
+            let _guard = guard;
+            task.await;
+        });
+        lock(&self.tasks.tasks).push(handle.abort_handle());
+        // A close that raced with the push must still abort it.
+        if !self.core.is_open() {
+            self.tasks.abort_all();
+        }
+    }
+}
+
+/// A handle to a resource (file, transformer, listener…) with no methods beyond the node's own.
+///
+/// Releasing it does not stop the resource's work: its children and tasks keep it alive (option 2).
+/// `close()` stops the work and ends dependent children with `Closed{PARENT}`.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    pub(crate) node: Node,
+}
+
+impl Deref for Resource {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.node
+    }
+}

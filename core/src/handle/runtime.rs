@@ -1,0 +1,413 @@
+//! The runtime: node registry, the reaper thread, the tokio executor, shutdown and diagnostics.
+//!
+//! Life cycle (LIFETIMES.md §4.6): `Running → ShuttingDown(deadline) → Dead`. Dropping a [`Runtime`] never
+//! blocks; only [`Runtime::shutdown`] waits, and it refuses to where waiting could deadlock.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::node::{NodeCore, NodeTable, lock};
+use super::reason::{CloseReason, Closed, Error};
+use super::strict::{Diagnostics, StrictConfig, StrictState};
+
+const RUNNING: u8 = 0;
+const SHUTTING_DOWN: u8 = 1;
+const DEAD: u8 = 2;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+enum ReaperMsg {
+    Run(Job),
+    Flush(mpsc::SyncSender<()>),
+}
+
+thread_local! {
+    static SDK_THREAD: Cell<bool> = const { Cell::new(false) };
+    static CALLBACK_DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// True inside an SDK callback (on_data, progress, foreign producers) on this thread.
+pub(crate) fn in_callback() -> bool {
+    CALLBACK_DEPTH.with(|d| d.get() > 0)
+}
+
+/// True where a blocking wait could deadlock: a tokio worker, the reaper, or inside an SDK callback.
+pub(crate) fn would_deadlock_here() -> bool {
+    in_callback() || SDK_THREAD.with(|t| t.get()) || tokio::runtime::Handle::try_current().is_ok()
+}
+
+/// Marks the current thread as running an SDK callback until the guard drops (for `WouldDeadlock`).
+pub struct CallbackScope(());
+
+impl CallbackScope {
+    /// Enters callback context on this thread. Bindings wrap every call into foreign code with it.
+    pub fn enter() -> CallbackScope {
+        CALLBACK_DEPTH.with(|d| d.set(d.get() + 1));
+        CallbackScope(())
+    }
+}
+
+impl Drop for CallbackScope {
+    fn drop(&mut self) {
+        CALLBACK_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}
+
+/// The error of [`Runtime::shutdown`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShutdownError {
+    /// Some nodes were still busy at the deadline (e.g. a foreign callback that never returns).
+    #[error("shutdown timed out; nodes still busy: {stuck_node_ids:?}")]
+    Timeout {
+        /// Ids of the nodes that had not finished tearing down.
+        stuck_node_ids: Vec<u64>,
+    },
+    /// Called on a thread where waiting could deadlock (runtime worker, reaper, callback).
+    #[error("shutdown cannot wait on this thread (runtime, reaper or callback thread)")]
+    WouldDeadlock,
+}
+
+/// A point-in-time view of the runtime's counters (`bcv_diagnostics()`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiagnosticsSnapshot {
+    /// Nodes created and not yet torn down.
+    pub live_nodes: usize,
+    /// Nodes created since the runtime started.
+    pub created_nodes: u64,
+    /// Strict-mode violations by kind, V1..V6 (index 0 is V1).
+    pub violations: [u64; 6],
+}
+
+pub(crate) struct RtShared {
+    state: AtomicU8,
+    nodes: Mutex<NodeTable>,
+    live: AtomicUsize,
+    created: AtomicU64,
+    reaper_tx: Mutex<Option<mpsc::Sender<ReaperMsg>>>,
+    reaper_thread: Mutex<Option<JoinHandle<()>>>,
+    tokio: Mutex<Option<tokio::runtime::Runtime>>,
+    handle: tokio::runtime::Handle,
+    pub(crate) strict: StrictState,
+}
+
+impl RtShared {
+    pub(crate) fn check_running(&self) -> Result<(), Closed> {
+        match self.state.load(Ordering::Acquire) {
+            RUNNING => Ok(()),
+            _ => Err(Closed::new(CloseReason::RuntimeShutdown)),
+        }
+    }
+
+    pub(crate) fn is_dead(&self) -> bool {
+        self.state.load(Ordering::Acquire) == DEAD
+    }
+
+    pub(crate) fn register(&self, node: &Arc<NodeCore>) {
+        self.live.fetch_add(1, Ordering::AcqRel);
+        self.created.fetch_add(1, Ordering::Relaxed);
+        lock(&self.nodes).insert(node.id(), Arc::downgrade(node));
+    }
+
+    pub(crate) fn node_gone(&self, _id: u64) {
+        self.live.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn unregister(&self, id: u64) {
+        lock(&self.nodes).remove(&id);
+    }
+
+    /// Runs `job` on the reaper (S5); inline once the runtime is dead.
+    pub(crate) fn defer(&self, job: Job) {
+        let job = {
+            let tx = lock(&self.reaper_tx);
+            match tx.as_ref() {
+                Some(tx) => match tx.send(ReaperMsg::Run(job)) {
+                    Ok(()) => return,
+                    Err(mpsc::SendError(ReaperMsg::Run(job))) => job,
+                    Err(_) => return,
+                },
+                None => job,
+            }
+        };
+        job();
+    }
+
+    /// The tokio handle that runs this runtime's tasks.
+    pub(crate) fn tokio(&self) -> &tokio::runtime::Handle {
+        &self.handle
+    }
+
+    /// Runs a future to completion from a plain (non-runtime) thread.
+    pub(crate) fn block_on<F: std::future::Future>(&self, fut: F) -> Result<F::Output, Error> {
+        if would_deadlock_here() {
+            return Err(Error::WouldDeadlock);
+        }
+        Ok(self.handle.block_on(fut))
+    }
+}
+
+impl Drop for RtShared {
+    fn drop(&mut self) {
+        lock(&self.reaper_tx).take();
+        if let Some(rt) = lock(&self.tokio).take() {
+            // Never blocks and never panics, whatever thread this is (B3, tokio-rs/tokio#1950).
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A bcv runtime: owns every node created through it, a reaper thread and a small tokio executor.
+///
+/// Cloning shares the same runtime. Dropping the last clone never blocks: nodes still alive keep the
+/// shared state alive, and the executor is shut down in the background. Call [`shutdown`](Self::shutdown)
+/// for a deterministic end.
+#[derive(Clone)]
+pub struct Runtime {
+    pub(crate) shared: Arc<RtShared>,
+}
+
+/// Options for a new [`Runtime`].
+#[derive(Debug, Clone)]
+pub struct RuntimeBuilder {
+    worker_threads: usize,
+    strict: StrictConfig,
+}
+
+impl Default for RuntimeBuilder {
+    fn default() -> Self {
+        RuntimeBuilder { worker_threads: 2, strict: StrictConfig::from_env() }
+    }
+}
+
+impl RuntimeBuilder {
+    /// Number of executor threads for I/O and transformer tasks (default 2).
+    pub fn worker_threads(mut self, n: usize) -> Self {
+        self.worker_threads = n.max(1);
+        self
+    }
+
+    /// Strict-mode settings (default: from `BCV_STRICT`, else off).
+    pub fn strict(mut self, strict: StrictConfig) -> Self {
+        self.strict = strict;
+        self
+    }
+
+    /// Starts the runtime. Errors: an I/O error when threads cannot be spawned.
+    pub fn build(self) -> Result<Runtime, Error> {
+        let tokio = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.worker_threads)
+            .thread_name("bcv-worker")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("starting the bcv executor", e))?;
+        let (tx, rx) = mpsc::channel::<ReaperMsg>();
+        let shared = Arc::new(RtShared {
+            state: AtomicU8::new(RUNNING),
+            nodes: Mutex::new(NodeTable::new()),
+            live: AtomicUsize::new(0),
+            created: AtomicU64::new(0),
+            reaper_tx: Mutex::new(Some(tx)),
+            reaper_thread: Mutex::new(None),
+            handle: tokio.handle().clone(),
+            tokio: Mutex::new(Some(tokio)),
+            strict: StrictState::new(self.strict),
+        });
+        let reaper = std::thread::Builder::new()
+            .name("bcv-reaper".into())
+            .spawn(move || run_reaper(rx))
+            .map_err(|e| Error::io("starting the bcv reaper thread", e))?;
+        *lock(&shared.reaper_thread) = Some(reaper);
+        Ok(Runtime { shared })
+    }
+}
+
+fn run_reaper(rx: mpsc::Receiver<ReaperMsg>) {
+    SDK_THREAD.with(|t| t.set(true));
+    while let Ok(msg) = rx.recv() {
+        match msg {
+            ReaperMsg::Run(job) => {
+                // A panicking teardown must not stop the reaper (B4).
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            }
+            ReaperMsg::Flush(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+static GLOBAL: OnceLock<Runtime> = OnceLock::new();
+
+impl Runtime {
+    /// A builder for a runtime with non-default settings.
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder::default()
+    }
+
+    /// A new runtime with default settings. Errors: threads could not be spawned.
+    pub fn new() -> Result<Runtime, Error> {
+        RuntimeBuilder::default().build()
+    }
+
+    /// The process-wide runtime the bindings use, started on first use. After it is shut down it stays
+    /// dead: every later call returns `Closed{RUNTIME_SHUTDOWN}`.
+    ///
+    /// # Panics
+    /// If the runtime's threads cannot be spawned at first use (the process is out of resources).
+    pub fn global() -> &'static Runtime {
+        GLOBAL.get_or_init(|| Runtime::new().expect("bcv: cannot start the global runtime"))
+    }
+
+    /// A snapshot of the live-node count, creations and strict-mode counters.
+    pub fn diagnostics(&self) -> DiagnosticsSnapshot {
+        DiagnosticsSnapshot {
+            live_nodes: self.shared.live.load(Ordering::Acquire),
+            created_nodes: self.shared.created.load(Ordering::Relaxed),
+            violations: self.shared.strict.counters(),
+        }
+    }
+
+    /// Strict-mode diagnostics recorded so far (most recent last, bounded).
+    pub fn strict_diagnostics(&self) -> Diagnostics {
+        self.shared.strict.recent()
+    }
+
+    /// Sets a hook run on the reaper thread for every strict-mode diagnostic.
+    pub fn set_strict_hook(&self, hook: Option<Arc<dyn Fn(&super::strict::Diagnostic) + Send + Sync>>) {
+        self.shared.strict.set_hook(hook);
+    }
+
+    /// Raises a pending strict-mode violation recorded on this thread, if any (level `Error`).
+    pub fn check(&self) -> Result<(), super::strict::Diagnostic> {
+        match super::strict::take_pending() {
+            Some(d) => Err(d),
+            None => Ok(()),
+        }
+    }
+
+    /// True once [`shutdown`](Self::shutdown) has started.
+    pub fn is_shut_down(&self) -> bool {
+        self.shared.state.load(Ordering::Acquire) != RUNNING
+    }
+
+    /// Waits until every release made so far has been processed by the reaper. For tests and diagnostics.
+    /// Errors: [`Error::WouldDeadlock`] on the reaper itself.
+    pub fn reaper_flush(&self) -> Result<(), Error> {
+        if SDK_THREAD.with(|t| t.get()) {
+            return Err(Error::WouldDeadlock);
+        }
+        let (done_tx, done_rx) = mpsc::sync_channel(1);
+        {
+            let tx = lock(&self.shared.reaper_tx);
+            match tx.as_ref() {
+                Some(tx) if tx.send(ReaperMsg::Flush(done_tx)).is_ok() => {}
+                _ => return Ok(()),
+            }
+        }
+        let _ = done_rx.recv();
+        Ok(())
+    }
+
+    /// Waits until the live-node count is 0 (after flushing the reaper) or `timeout` passes; returns the
+    /// final count. For tests: "live_nodes reaches 0".
+    pub fn wait_idle(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let _ = self.reaper_flush();
+            let live = self.shared.live.load(Ordering::Acquire);
+            if live == 0 || Instant::now() >= deadline {
+                return live;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Shuts the runtime down: closes every node with `RUNTIME_SHUTDOWN`, cancels in-flight operations,
+    /// runs callback destructors and waits until the live-node count is 0 or `timeout` passes.
+    ///
+    /// Afterwards releases only free memory and methods return `Closed{RUNTIME_SHUTDOWN}`. Idempotent.
+    /// Errors: [`ShutdownError::Timeout`] with the ids of nodes still busy; [`ShutdownError::WouldDeadlock`]
+    /// on a runtime, reaper or callback thread.
+    pub fn shutdown(&self, timeout: Duration) -> Result<(), ShutdownError> {
+        if would_deadlock_here() {
+            return Err(ShutdownError::WouldDeadlock);
+        }
+        let shared = &self.shared;
+        if shared.state.compare_exchange(RUNNING, SHUTTING_DOWN, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + timeout;
+        let nodes: Vec<Arc<NodeCore>> = lock(&shared.nodes).values().filter_map(Weak::upgrade).collect();
+        for node in &nodes {
+            node.close_with(Closed::new(CloseReason::RuntimeShutdown));
+        }
+        drop(nodes);
+        let stuck = loop {
+            let _ = self.reaper_flush_until(deadline);
+            if shared.live.load(Ordering::Acquire) == 0 {
+                break Vec::new();
+            }
+            if Instant::now() >= deadline {
+                let mut ids: Vec<u64> = lock(&shared.nodes)
+                    .values()
+                    .filter_map(Weak::upgrade)
+                    .filter(|n| !n.is_torn_down())
+                    .map(|n| n.id())
+                    .collect();
+                ids.sort_unstable();
+                break ids;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        shared.state.store(DEAD, Ordering::Release);
+        // Stop the reaper; it drains what is queued, then exits. It is not joined: a stuck job must not
+        // hang the caller past its deadline.
+        lock(&shared.reaper_tx).take();
+        if stuck.is_empty() {
+            if let Some(t) = lock(&shared.reaper_thread).take() {
+                let _ = t.join();
+            }
+        }
+        if let Some(rt) = lock(&shared.tokio).take() {
+            rt.shutdown_background();
+        }
+        if stuck.is_empty() { Ok(()) } else { Err(ShutdownError::Timeout { stuck_node_ids: stuck }) }
+    }
+
+    fn reaper_flush_until(&self, deadline: Instant) -> Result<(), ()> {
+        let (done_tx, done_rx) = mpsc::sync_channel(1);
+        {
+            let tx = lock(&self.shared.reaper_tx);
+            match tx.as_ref() {
+                Some(tx) if tx.send(ReaperMsg::Flush(done_tx)).is_ok() => {}
+                _ => return Ok(()),
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        done_rx.recv_timeout(left.max(Duration::from_millis(1))).map_err(|_| ())
+    }
+
+    /// Runs `fut` on this runtime's executor and blocks the calling thread until it completes.
+    /// Errors: [`Error::WouldDeadlock`] on a runtime or callback thread.
+    pub fn block_on<F: std::future::Future>(&self, fut: F) -> Result<F::Output, Error> {
+        self.shared.block_on(fut)
+    }
+
+    /// The tokio handle of this runtime's executor, for spawning work next to bcv's own.
+    pub fn tokio_handle(&self) -> &tokio::runtime::Handle {
+        self.shared.tokio()
+    }
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("live_nodes", &self.shared.live.load(Ordering::Relaxed))
+            .field("shut_down", &self.is_shut_down())
+            .finish()
+    }
+}
