@@ -211,6 +211,9 @@ impl NodeCore {
             alive
         };
         let child_reason = Closed::new(cascade_reason(closed.reason));
+        // Read ends first: a reader woken by its writer's close must already see its own PARENT reason.
+        let mut dependents = dependents;
+        dependents.sort_by_key(|d| !matches!(d.kind, NodeKind::StreamReader | NodeKind::FutureReader));
         for child in dependents {
             child.close_with(child_reason);
         }
