@@ -203,7 +203,6 @@ impl NodeCore {
             return;
         }
         let _ = self.reason.set(closed);
-        self.hooks.on_close(closed);
         let dependents: Vec<Arc<NodeCore>> = {
             let mut deps = lock(&self.dependents);
             let alive = deps.iter().filter_map(Weak::upgrade).collect();
@@ -217,6 +216,8 @@ impl NodeCore {
         for child in dependents {
             child.close_with(child_reason);
         }
+        // Own hooks after the cascade, so a task cancelled here cannot end a child with another reason.
+        self.hooks.on_close(closed);
         if self.inflight.load(Ordering::SeqCst) == 0 {
             self.start_teardown();
         }
