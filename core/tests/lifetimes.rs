@@ -132,21 +132,19 @@ fn t10_close_from_other_thread_wakes_blocked_read() {
 fn t11_release_only_handle_while_read_blocked() {
     let rt = runtime();
     let (w, r) = rt.pipe(16).unwrap();
-    // A C caller's slot holds the only external reference while another thread reads through it. Here
-    // the reading thread borrows the stream; the main thread releases the reference out from under it,
-    // exactly what `bcv_release` does to the slot (the stream's memory stays valid: it is leaked below).
-    let r = Box::leak(Box::new(std::mem::ManuallyDrop::new(r)));
-    let reader: &'static ReadStream = r;
-    let t = std::thread::spawn(move || reader.read_blocking(&mut [0; 8], Some(Duration::from_secs(5))));
+    // The C ABI's slot holds the only external reference while another thread reads through it;
+    // `release_now` is what `bcv_release` does to the slot.
+    let r = Arc::new(r);
+    let r2 = r.clone();
+    let t = std::thread::spawn(move || r2.read_blocking(&mut [0; 8], Some(Duration::from_secs(5))));
     std::thread::sleep(Duration::from_millis(30));
-    // SAFETY: a bitwise copy of the only `Node`; the original is never dropped (ManuallyDrop), so the
-    // external reference is released exactly once.
-    let only_handle: Node = unsafe { std::ptr::read(&***r as *const Node) };
-    drop(only_handle);
+    r.release_now();
     let err = t.join().unwrap().unwrap_err();
     assert_eq!(closed_reason(&err), CloseReason::HandleReleased);
     let werr = w.write_blocking(b"x", None).unwrap_err();
     assert_eq!(closed_reason(&werr.error), CloseReason::PeerDropped);
+    drop((w, r));
+    assert_idle(&rt);
 }
 
 #[test]

@@ -381,11 +381,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// external reference. The node lives on while children or operations need it.
 pub struct Node {
     pub(crate) core: ManuallyDrop<Arc<NodeCore>>,
+    released: AtomicBool,
 }
 
 impl Node {
     pub(crate) fn from_core(core: Arc<NodeCore>) -> Node {
-        Node { core: ManuallyDrop::new(core) }
+        Node { core: ManuallyDrop::new(core), released: AtomicBool::new(false) }
     }
 
     /// The node's unique id (diagnostics, `stuck_node_ids`).
@@ -443,6 +444,15 @@ impl Node {
         self.core.detach_from_scope();
     }
 
+    /// Gives up this handle's external reference now, while the handle object itself stays valid for
+    /// calls already in flight through it (which then see `Closed{HANDLE_RELEASED}` on a stream end).
+    /// Later drops of this handle do nothing. The C ABI's `bcv_release` and GC finalizers use it.
+    pub fn release_now(&self) {
+        if !self.released.swap(true, Ordering::AcqRel) {
+            Arc::clone(&self.core).release_external();
+        }
+    }
+
     /// Records strict-mode V4 if this handle is being garbage-collected while still open. Bindings call it
     /// from their finalizers just before the handle is dropped; it never changes behaviour.
     pub fn note_collected(&self) {
@@ -459,7 +469,7 @@ impl Node {
 impl Clone for Node {
     fn clone(&self) -> Node {
         self.core.retain_external();
-        Node { core: ManuallyDrop::new(Arc::clone(&self.core)) }
+        Node { core: ManuallyDrop::new(Arc::clone(&self.core)), released: AtomicBool::new(false) }
     }
 }
 
@@ -467,7 +477,9 @@ impl Drop for Node {
     fn drop(&mut self) {
         // SAFETY: `core` is never used again after this point; `drop` runs once.
         let core = unsafe { ManuallyDrop::take(&mut self.core) };
-        core.release_external();
+        if !self.released.swap(true, Ordering::AcqRel) {
+            core.release_external();
+        }
     }
 }
 
