@@ -1,1 +1,20 @@
-//! C ABI (in progress).
+//! # The bcv C ABI
+//!
+//! `libbcv.a` / `libbcv.so` and the generated `include/bcv.h`. This crate holds no logic: it converts
+//! handles, buffers, strings and errors between C and `bcv-core`, and catches every panic at the boundary.
+//! One module per concept, mirrored by one section of the header: [`error`], [`handle`] (runtime, release,
+//! close, scopes, diagnostics), [`stream`], [`future`], [`transform`], [`io`].
+
+#![allow(non_camel_case_types)]
+#![allow(clippy::missing_safety_doc)]
+
+pub mod error;
+pub mod future;
+pub mod handle;
+pub mod io;
+pub mod stream;
+mod table;
+pub mod transform;
+
+/// The version of this C ABI. It changes whenever a signature or a constant changes incompatibly.
+pub const BCV_ABI_VERSION: u32 = 1;

@@ -165,6 +165,11 @@ impl NodeCore {
         Some(self.reason.get().copied().unwrap_or(Closed::new(CloseReason::SelfClosed)))
     }
 
+    /// True for the read end of a stream or future.
+    pub(crate) fn is_read_end(&self) -> bool {
+        matches!(self.kind, NodeKind::StreamReader | NodeKind::FutureReader)
+    }
+
     pub(crate) fn is_open(&self) -> bool {
         self.state.load(Ordering::Acquire) == OPEN
     }
@@ -212,7 +217,7 @@ impl NodeCore {
         let child_reason = Closed::new(cascade_reason(closed.reason));
         // Read ends first: a reader woken by its writer's close must already see its own PARENT reason.
         let mut dependents = dependents;
-        dependents.sort_by_key(|d| !matches!(d.kind, NodeKind::StreamReader | NodeKind::FutureReader));
+        dependents.sort_by_key(|d| !d.is_read_end());
         for child in dependents {
             child.close_with(child_reason);
         }

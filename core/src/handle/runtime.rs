@@ -341,7 +341,10 @@ impl Runtime {
             return Ok(());
         }
         let deadline = Instant::now() + timeout;
-        let nodes: Vec<Arc<NodeCore>> = lock(&shared.nodes).values().filter_map(Weak::upgrade).collect();
+        let mut nodes: Vec<Arc<NodeCore>> = lock(&shared.nodes).values().filter_map(Weak::upgrade).collect();
+        // Read ends first, so every reader reports RUNTIME_SHUTDOWN rather than what a closing writer
+        // or a cancelled pump would leave behind.
+        nodes.sort_by_key(|n| !n.is_read_end());
         for node in &nodes {
             node.close_with(Closed::new(CloseReason::RuntimeShutdown));
         }
@@ -373,7 +376,8 @@ impl Runtime {
             }
         }
         if let Some(rt) = lock(&shared.tokio).take() {
-            rt.shutdown_background();
+            // Join the executor threads within what is left of the deadline, so nothing outlives it.
+            rt.shutdown_timeout(deadline.saturating_duration_since(Instant::now()));
         }
         if stuck.is_empty() { Ok(()) } else { Err(ShutdownError::Timeout { stuck_node_ids: stuck }) }
     }

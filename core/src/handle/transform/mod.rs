@@ -35,7 +35,12 @@ fn transform(input: ReadStream, mut codec: Box<dyn Codec>, label: &'static str) 
     res.spawn(async move {
         let mut out = Vec::with_capacity(DEFAULT_CAPACITY + 1024);
         loop {
-            let chunk = match input.read_chunk(DEFAULT_CAPACITY).await {
+            let next = tokio::select! {
+                next = input.read_chunk(DEFAULT_CAPACITY) => next,
+                // X2 even while the codec is still buffering and has written nothing yet.
+                _ = writer.peer_gone() => return,
+            };
+            let chunk = match next {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => {
                     match codec.finish(&mut out) {

@@ -1,0 +1,163 @@
+//! Status codes, close reasons and the thread-local error message.
+
+use std::cell::RefCell;
+use std::ffi::{CString, c_char};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use bcv_core::handle::{Closed, Error};
+
+/// A status code: `BCV_OK` (0), `BCV_EOF` (1) or a negative `BCV_E_*` error.
+pub type bcv_status_t = i32;
+
+/// Success.
+pub const BCV_OK: bcv_status_t = 0;
+/// Clean end of stream: the writer finished.
+pub const BCV_EOF: bcv_status_t = 1;
+/// The node or stream is closed or was cut short; see `bcv_close_reason`. Never a clean end.
+pub const BCV_E_CLOSED: bcv_status_t = -1;
+/// The handle is 0, was released, or was consumed by another call.
+pub const BCV_E_BAD_HANDLE: bcv_status_t = -2;
+/// Another read (or write) is in progress on this stream end.
+pub const BCV_E_BUSY: bcv_status_t = -3;
+/// The time limit passed; nothing was lost and the call may be retried.
+pub const BCV_E_TIMEOUT: bcv_status_t = -4;
+/// Waiting on this thread could deadlock (an SDK callback or executor thread).
+pub const BCV_E_WOULD_DEADLOCK: bcv_status_t = -5;
+/// An argument is invalid (NULL pointer, bad key length, bad address…).
+pub const BCV_E_INVALID: bcv_status_t = -6;
+/// An operating-system I/O error; the message names the object.
+pub const BCV_E_IO: bcv_status_t = -7;
+/// Encrypted input failed authentication (wrong key, tampered or truncated).
+pub const BCV_E_AUTH: bcv_status_t = -8;
+/// Compressed or framed input is corrupt.
+pub const BCV_E_CORRUPT: bcv_status_t = -9;
+/// A child that can be taken once was already taken.
+pub const BCV_E_ALREADY_TAKEN: bcv_status_t = -10;
+/// The handle is of another kind than this function expects.
+pub const BCV_E_WRONG_TYPE: bcv_status_t = -11;
+/// A strict-mode violation was recorded on this thread (`bcv_strict_check`).
+pub const BCV_E_STRICT: bcv_status_t = -12;
+/// A bug in bcv (a caught panic); the message says where.
+pub const BCV_E_INTERNAL: bcv_status_t = -99;
+
+/// Close reasons (stable values, see LIFETIMES.md §1).
+pub const BCV_REASON_NONE: u32 = 0;
+/// This handle was closed.
+pub const BCV_REASON_SELF: u32 = 1;
+/// A parent was closed (cascade).
+pub const BCV_REASON_PARENT: u32 = 2;
+/// The other end was released or closed without finishing.
+pub const BCV_REASON_PEER_DROPPED: u32 = 3;
+/// The runtime was shut down.
+pub const BCV_REASON_RUNTIME_SHUTDOWN: u32 = 4;
+/// The last handle was released while an operation was in flight.
+pub const BCV_REASON_HANDLE_RELEASED: u32 = 5;
+/// An upstream stage failed; the upstream reason is reported separately.
+pub const BCV_REASON_UPSTREAM: u32 = 6;
+/// The owning scope exited.
+pub const BCV_REASON_SCOPE_EXITED: u32 = 7;
+/// A sibling needed for this result was closed.
+pub const BCV_REASON_ABANDONED: u32 = 8;
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+    static LAST_CLOSED: RefCell<Option<(u64, Closed)>> = const { RefCell::new(None) };
+}
+
+pub(crate) fn set_message(msg: &str) {
+    let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
+    let _ = LAST_ERROR.try_with(|e| *e.borrow_mut() = c);
+}
+
+pub(crate) fn last_closed_for(handle: u64) -> Option<Closed> {
+    LAST_CLOSED.try_with(|c| c.borrow().filter(|(h, _)| *h == handle).map(|(_, c)| c)).ok().flatten()
+}
+
+/// Records `error` as this thread's last error and returns its status code.
+pub(crate) fn fail(handle: u64, error: &Error) -> bcv_status_t {
+    set_message(&error.to_string());
+    match error {
+        Error::Closed(c) => {
+            let _ = LAST_CLOSED.try_with(|l| *l.borrow_mut() = Some((handle, *c)));
+            BCV_E_CLOSED
+        }
+        Error::Busy(_) => BCV_E_BUSY,
+        Error::Timeout(_) => BCV_E_TIMEOUT,
+        Error::WouldDeadlock => BCV_E_WOULD_DEADLOCK,
+        Error::AlreadyTaken(_) => BCV_E_ALREADY_TAKEN,
+        Error::InvalidArgument(_) => BCV_E_INVALID,
+        Error::Io { .. } => BCV_E_IO,
+        Error::Authentication(_) => BCV_E_AUTH,
+        Error::Corrupt(_) => BCV_E_CORRUPT,
+        _ => BCV_E_INTERNAL,
+    }
+}
+
+/// Records an error status with a message and returns it.
+pub(crate) fn fail_with(code: bcv_status_t, msg: &str) -> bcv_status_t {
+    set_message(msg);
+    code
+}
+
+/// Runs an `extern "C"` body, turning a panic into `BCV_E_INTERNAL` (C3).
+pub(crate) fn guard(body: impl FnOnce() -> bcv_status_t) -> bcv_status_t {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(status) => status,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            fail_with(BCV_E_INTERNAL, &format!("internal error (caught panic): {what}"))
+        }
+    }
+}
+
+/// The message of the last error on the calling thread ("" if none). Borrowed: valid until the next bcv
+/// call on this thread; never free it.
+#[unsafe(no_mangle)]
+pub extern "C" fn bcv_last_error_message() -> *const c_char {
+    LAST_ERROR.try_with(|e| e.borrow().as_ptr()).unwrap_or(c"".as_ptr())
+}
+
+/// The stable name of a status code ("BCV_E_CLOSED"…). Static storage; never free it.
+#[unsafe(no_mangle)]
+pub extern "C" fn bcv_status_name(status: bcv_status_t) -> *const c_char {
+    let name: &'static std::ffi::CStr = match status {
+        BCV_OK => c"BCV_OK",
+        BCV_EOF => c"BCV_EOF",
+        BCV_E_CLOSED => c"BCV_E_CLOSED",
+        BCV_E_BAD_HANDLE => c"BCV_E_BAD_HANDLE",
+        BCV_E_BUSY => c"BCV_E_BUSY",
+        BCV_E_TIMEOUT => c"BCV_E_TIMEOUT",
+        BCV_E_WOULD_DEADLOCK => c"BCV_E_WOULD_DEADLOCK",
+        BCV_E_INVALID => c"BCV_E_INVALID",
+        BCV_E_IO => c"BCV_E_IO",
+        BCV_E_AUTH => c"BCV_E_AUTH",
+        BCV_E_CORRUPT => c"BCV_E_CORRUPT",
+        BCV_E_ALREADY_TAKEN => c"BCV_E_ALREADY_TAKEN",
+        BCV_E_WRONG_TYPE => c"BCV_E_WRONG_TYPE",
+        BCV_E_STRICT => c"BCV_E_STRICT",
+        BCV_E_INTERNAL => c"BCV_E_INTERNAL",
+        _ => c"BCV_E_UNKNOWN",
+    };
+    name.as_ptr()
+}
+
+/// The stable name of a close reason ("PEER_DROPPED"…). Static storage; never free it.
+#[unsafe(no_mangle)]
+pub extern "C" fn bcv_reason_name(reason: u32) -> *const c_char {
+    let name: &'static std::ffi::CStr = match reason {
+        BCV_REASON_SELF => c"SELF",
+        BCV_REASON_PARENT => c"PARENT",
+        BCV_REASON_PEER_DROPPED => c"PEER_DROPPED",
+        BCV_REASON_RUNTIME_SHUTDOWN => c"RUNTIME_SHUTDOWN",
+        BCV_REASON_HANDLE_RELEASED => c"HANDLE_RELEASED",
+        BCV_REASON_UPSTREAM => c"UPSTREAM",
+        BCV_REASON_SCOPE_EXITED => c"SCOPE_EXITED",
+        BCV_REASON_ABANDONED => c"ABANDONED",
+        _ => c"NONE",
+    };
+    name.as_ptr()
+}
