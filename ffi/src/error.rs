@@ -117,13 +117,13 @@ pub(crate) fn guard(body: impl FnOnce() -> bcv_status_t) -> bcv_status_t {
 /// The message of the last error on the calling thread ("" if none). Borrowed: valid until the next bcv
 /// call on this thread; never free it.
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_last_error_message() -> *const c_char {
+pub unsafe extern "C" fn bcv_last_error_message() -> *const c_char {
     LAST_ERROR.try_with(|e| e.borrow().as_ptr()).unwrap_or(c"".as_ptr())
 }
 
 /// The stable name of a status code ("BCV_E_CLOSED"…). Static storage; never free it.
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_status_name(status: bcv_status_t) -> *const c_char {
+pub unsafe extern "C" fn bcv_status_name(status: bcv_status_t) -> *const c_char {
     let name: &'static std::ffi::CStr = match status {
         BCV_OK => c"BCV_OK",
         BCV_EOF => c"BCV_EOF",
@@ -147,7 +147,7 @@ pub extern "C" fn bcv_status_name(status: bcv_status_t) -> *const c_char {
 
 /// The stable name of a close reason ("PEER_DROPPED"…). Static storage; never free it.
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_reason_name(reason: u32) -> *const c_char {
+pub unsafe extern "C" fn bcv_reason_name(reason: u32) -> *const c_char {
     let name: &'static std::ffi::CStr = match reason {
         BCV_REASON_SELF => c"SELF",
         BCV_REASON_PARENT => c"PARENT",

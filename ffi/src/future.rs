@@ -8,7 +8,11 @@ use crate::table::{self, Object};
 /// Creates a future pair; writes `*writer` and `*reader`. Both are yours to release. A writer released
 /// without a value resolves the reader with `BCV_E_CLOSED` (PEER_DROPPED).
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_future_new(runtime: bcv_handle_t, writer: *mut bcv_handle_t, reader: *mut bcv_handle_t) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_future_new(
+    runtime: bcv_handle_t,
+    writer: *mut bcv_handle_t,
+    reader: *mut bcv_handle_t,
+) -> bcv_status_t {
     guard(|| {
         if writer.is_null() || reader.is_null() {
             return fail_with(BCV_E_INVALID, "output pointer is NULL");
@@ -50,7 +54,7 @@ pub unsafe extern "C" fn bcv_future_write(writer: bcv_handle_t, data: *const u8,
 /// Waits up to `timeout_ms` for the value and moves it into `*out` (free with `bcv_bytes_free`).
 /// Errors: `BCV_E_CLOSED` (reason via `bcv_close_reason`), `BCV_E_TIMEOUT`, `BCV_E_ALREADY_TAKEN`.
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_future_wait(reader: bcv_handle_t, timeout_ms: i64, out: *mut bcv_bytes_t) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_future_wait(reader: bcv_handle_t, timeout_ms: i64, out: *mut bcv_bytes_t) -> bcv_status_t {
     guard(|| {
         if out.is_null() {
             return fail_with(BCV_E_INVALID, "output pointer is NULL");

@@ -66,13 +66,13 @@ pub(crate) fn put(out: *mut bcv_handle_t, handle: bcv_handle_t) -> bcv_status_t 
 
 /// The version string of the library ("0.1.0"). Static storage; never free it.
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_version() -> *const c_char {
+pub unsafe extern "C" fn bcv_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
 }
 
 /// The ABI version of the library; compare it with the header's `BCV_ABI_VERSION`.
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_abi_version() -> u32 {
+pub unsafe extern "C" fn bcv_abi_version() -> u32 {
     crate::BCV_ABI_VERSION
 }
 
@@ -81,7 +81,7 @@ pub extern "C" fn bcv_abi_version() -> u32 {
 /// `strict` is `BCV_STRICT_OFF`, `_WARN` or `_ERROR`, optionally `| BCV_STRICT_WASIP2`. Release it with
 /// `bcv_runtime_free`. Errors: `BCV_E_INVALID` (NULL `out`), `BCV_E_IO` (threads could not start).
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_runtime_new(strict: u32, out: *mut bcv_handle_t) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_runtime_new(strict: u32, out: *mut bcv_handle_t) -> bcv_status_t {
     guard(|| {
         let level = match strict & 0xff {
             BCV_STRICT_OFF => "off",
@@ -102,7 +102,7 @@ pub extern "C" fn bcv_runtime_new(strict: u32, out: *mut bcv_handle_t) -> bcv_st
 /// destructors and waits up to `timeout_ms` until nothing is live. Idempotent.
 /// Errors: `BCV_E_TIMEOUT` (message lists stuck node ids), `BCV_E_WOULD_DEADLOCK` inside a callback.
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_runtime_shutdown(runtime: bcv_handle_t, timeout_ms: i64) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_runtime_shutdown(runtime: bcv_handle_t, timeout_ms: i64) -> bcv_status_t {
     guard(|| {
         let rt = match runtime_of(runtime) {
             Ok(rt) => rt,
@@ -119,7 +119,7 @@ pub extern "C" fn bcv_runtime_shutdown(runtime: bcv_handle_t, timeout_ms: i64) -
 /// Shuts the runtime down (2 s limit) and releases its handle. Handles still alive stay safe: releasing
 /// them later returns `BCV_OK`, and their calls return `BCV_E_CLOSED` (RUNTIME_SHUTDOWN) (C5, T40).
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_runtime_free(runtime: bcv_handle_t) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_runtime_free(runtime: bcv_handle_t) -> bcv_status_t {
     guard(|| {
         let rt = match runtime_of(runtime) {
             Ok(rt) => rt,
@@ -137,7 +137,7 @@ pub extern "C" fn bcv_runtime_free(runtime: bcv_handle_t) -> bcv_status_t {
 
 /// Fills `*out` with the runtime's counters. Errors: `BCV_E_BAD_HANDLE`, `BCV_E_INVALID` (NULL `out`).
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_diagnostics(runtime: bcv_handle_t, out: *mut bcv_diagnostics_t) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_diagnostics(runtime: bcv_handle_t, out: *mut bcv_diagnostics_t) -> bcv_status_t {
     guard(|| {
         let rt = match runtime_of(runtime) {
             Ok(rt) => rt,
@@ -149,7 +149,11 @@ pub extern "C" fn bcv_diagnostics(runtime: bcv_handle_t, out: *mut bcv_diagnosti
         let d = rt.diagnostics();
         // SAFETY: non-NULL, caller-provided storage for one struct.
         unsafe {
-            *out = bcv_diagnostics_t { live_nodes: d.live_nodes as u64, created_nodes: d.created_nodes, violations: d.violations }
+            *out = bcv_diagnostics_t {
+                live_nodes: d.live_nodes as u64,
+                created_nodes: d.created_nodes,
+                violations: d.violations,
+            }
         };
         BCV_OK
     })
@@ -158,7 +162,7 @@ pub extern "C" fn bcv_diagnostics(runtime: bcv_handle_t, out: *mut bcv_diagnosti
 /// Waits until releases made so far are processed and the live-node count is 0, or `timeout_ms` passes;
 /// writes the final count to `*live` (may be NULL). For tests.
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_runtime_wait_idle(runtime: bcv_handle_t, timeout_ms: i64, live: *mut u64) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_runtime_wait_idle(runtime: bcv_handle_t, timeout_ms: i64, live: *mut u64) -> bcv_status_t {
     guard(|| {
         let rt = match runtime_of(runtime) {
             Ok(rt) => rt,
@@ -176,7 +180,7 @@ pub extern "C" fn bcv_runtime_wait_idle(runtime: bcv_handle_t, timeout_ms: i64, 
 /// Returns `BCV_E_STRICT` (message describes it) if a strict-mode violation was recorded on this thread at
 /// level ERROR, and clears it; `BCV_OK` otherwise.
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_strict_check() -> bcv_status_t {
+pub unsafe extern "C" fn bcv_strict_check() -> bcv_status_t {
     guard(|| match take_pending() {
         Some(d) => fail_with(BCV_E_STRICT, &d.to_string()),
         None => BCV_OK,
@@ -187,7 +191,7 @@ pub extern "C" fn bcv_strict_check() -> bcv_status_t {
 /// (HANDLE_RELEASED) for stream ends. Releasing 0 is a no-op (`BCV_OK`); releasing twice is
 /// `BCV_E_BAD_HANDLE`. A runtime handle is released without shutting it down (see `bcv_runtime_free`).
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_release(handle: bcv_handle_t) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_release(handle: bcv_handle_t) -> bcv_status_t {
     guard(|| {
         if handle == 0 {
             return BCV_OK;
@@ -219,13 +223,13 @@ fn with_node(handle: bcv_handle_t, f: impl FnOnce(&bcv_core::handle::Node) -> bc
 /// Forced, cascading close with reason SELF: idempotent, returns at once. Dependent children end with
 /// PARENT. The handle stays valid until released.
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_close(handle: bcv_handle_t) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_close(handle: bcv_handle_t) -> bcv_status_t {
     guard(|| {
-        if let Ok(object) = table::get(handle) {
-            if let Object::Scope(scope) = &*object {
-                scope.lock().unwrap_or_else(|p| p.into_inner()).close();
-                return BCV_OK;
-            }
+        if let Ok(object) = table::get(handle)
+            && let Object::Scope(scope) = &*object
+        {
+            scope.lock().unwrap_or_else(|p| p.into_inner()).close();
+            return BCV_OK;
         }
         with_node(handle, |n| {
             n.close();
@@ -237,19 +241,23 @@ pub extern "C" fn bcv_close(handle: bcv_handle_t) -> bcv_status_t {
 /// Closes the node and waits up to `timeout_ms` until in-flight operations returned and OS resources are
 /// freed. Errors: `BCV_E_TIMEOUT`; `BCV_E_WOULD_DEADLOCK` inside a bcv callback.
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_close_and_wait(handle: bcv_handle_t, timeout_ms: i64) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_close_and_wait(handle: bcv_handle_t, timeout_ms: i64) -> bcv_status_t {
     guard(|| {
-        with_node(handle, |n| match n.close_and_wait_blocking(timeout_of(timeout_ms).unwrap_or(Duration::from_secs(3600))) {
-            Ok(()) => BCV_OK,
-            Err(CloseWaitError::Timeout) => fail_with(BCV_E_TIMEOUT, "close did not complete in time"),
-            Err(CloseWaitError::WouldDeadlock) => fail_with(BCV_E_WOULD_DEADLOCK, "close_and_wait inside a bcv callback"),
+        with_node(handle, |n| {
+            match n.close_and_wait_blocking(timeout_of(timeout_ms).unwrap_or(Duration::from_secs(3600))) {
+                Ok(()) => BCV_OK,
+                Err(CloseWaitError::Timeout) => fail_with(BCV_E_TIMEOUT, "close did not complete in time"),
+                Err(CloseWaitError::WouldDeadlock) => {
+                    fail_with(BCV_E_WOULD_DEADLOCK, "close_and_wait inside a bcv callback")
+                }
+            }
         })
     })
 }
 
 /// Writes the node's state (`BCV_STATE_*`) to `*state`.
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_handle_state(handle: bcv_handle_t, state: *mut u32) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_handle_state(handle: bcv_handle_t, state: *mut u32) -> bcv_status_t {
     guard(|| {
         with_node(handle, |n| {
             if state.is_null() {
@@ -272,7 +280,7 @@ pub extern "C" fn bcv_handle_state(handle: bcv_handle_t, state: *mut u32) -> bcv
 /// from a call on it. Writes `BCV_REASON_*` to `*reason` and, for UPSTREAM, the inner reason to `*upstream`
 /// (either may be NULL); `BCV_REASON_NONE` if neither applies.
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_close_reason(handle: bcv_handle_t, reason: *mut u32, upstream: *mut u32) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_close_reason(handle: bcv_handle_t, reason: *mut u32, upstream: *mut u32) -> bcv_status_t {
     guard(|| {
         with_node(handle, |n| {
             let closed = last_closed_for(handle).or_else(|| n.close_reason());
@@ -296,7 +304,7 @@ pub extern "C" fn bcv_close_reason(handle: bcv_handle_t, reason: *mut u32, upstr
 
 /// Lets the node outlive the scope it was created in.
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_detach_from_scope(handle: bcv_handle_t) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_detach_from_scope(handle: bcv_handle_t) -> bcv_status_t {
     guard(|| {
         with_node(handle, |n| {
             n.detach_from_scope();
@@ -308,7 +316,7 @@ pub extern "C" fn bcv_detach_from_scope(handle: bcv_handle_t) -> bcv_status_t {
 /// Enters a new scope on the calling thread: nodes created on this thread until `bcv_close(scope)` are
 /// closed with SCOPE_EXITED when it closes, unless detached. Release the scope handle with `bcv_release`.
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_scope_enter(out: *mut bcv_handle_t) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_scope_enter(out: *mut bcv_handle_t) -> bcv_status_t {
     guard(|| {
         if out.is_null() {
             return fail_with(BCV_E_INVALID, "output pointer is NULL");

@@ -37,7 +37,12 @@ fn copy_out(text: &str, buf: *mut c_char, cap: usize) -> usize {
 /// Streams the file at `path`: writes the file resource to `*file` and its reader to `*reader`.
 /// Closing the file ends the reader with PARENT. Errors: `BCV_E_IO` naming the path.
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_file_read(runtime: bcv_handle_t, path: *const c_char, file: *mut bcv_handle_t, reader: *mut bcv_handle_t) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_file_read(
+    runtime: bcv_handle_t,
+    path: *const c_char,
+    file: *mut bcv_handle_t,
+    reader: *mut bcv_handle_t,
+) -> bcv_status_t {
     guard(|| {
         if file.is_null() || reader.is_null() {
             return fail_with(BCV_E_INVALID, "output pointer is NULL");
@@ -57,7 +62,7 @@ pub extern "C" fn bcv_file_read(runtime: bcv_handle_t, path: *const c_char, file
 /// Creates (truncates) the file at `path` and returns the file resource, a writer, and a completion handle
 /// for `bcv_file_wait`. The file is complete only after `bcv_stream_finish(writer)` and a successful wait.
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_file_write(
+pub unsafe extern "C" fn bcv_file_write(
     runtime: bcv_handle_t,
     path: *const c_char,
     file: *mut bcv_handle_t,
@@ -84,7 +89,7 @@ pub extern "C" fn bcv_file_write(
 /// Waits up to `timeout_ms` for a file written by `bcv_file_write` to be complete and synced; writes the
 /// byte count to `*written` (may be NULL). Errors: `BCV_E_IO` (message says why the file is partial).
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_file_wait(done: bcv_handle_t, timeout_ms: i64, written: *mut u64) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_file_wait(done: bcv_handle_t, timeout_ms: i64, written: *mut u64) -> bcv_status_t {
     guard(|| {
         let o = try_status!(table::get(done));
         let Object::FileDone(f) = &*o else { return table::wrong_type(done, &o, "file completion future") };
@@ -104,7 +109,11 @@ pub extern "C" fn bcv_file_wait(done: bcv_handle_t, timeout_ms: i64, written: *m
 
 /// Listens on `address` ("127.0.0.1:0" picks a port; see `bcv_tcp_local_addr`). Errors: `BCV_E_IO`.
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_tcp_listen(runtime: bcv_handle_t, address: *const c_char, listener: *mut bcv_handle_t) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_tcp_listen(
+    runtime: bcv_handle_t,
+    address: *const c_char,
+    listener: *mut bcv_handle_t,
+) -> bcv_status_t {
     guard(|| {
         let rt = try_status!(runtime_of(runtime));
         let a = try_status!(addr(address));
@@ -117,7 +126,11 @@ pub extern "C" fn bcv_tcp_listen(runtime: bcv_handle_t, address: *const c_char, 
 
 /// Accepts a connection, waiting up to `timeout_ms`. Errors: `BCV_E_TIMEOUT`, `BCV_E_CLOSED`, `BCV_E_IO`.
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_tcp_accept(listener: bcv_handle_t, timeout_ms: i64, socket: *mut bcv_handle_t) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_tcp_accept(
+    listener: bcv_handle_t,
+    timeout_ms: i64,
+    socket: *mut bcv_handle_t,
+) -> bcv_status_t {
     guard(|| {
         if socket.is_null() {
             return fail_with(BCV_E_INVALID, "output pointer is NULL");
@@ -133,7 +146,11 @@ pub extern "C" fn bcv_tcp_accept(listener: bcv_handle_t, timeout_ms: i64, socket
 
 /// Connects to `address`. Errors: `BCV_E_IO` naming the address, `BCV_E_INVALID`.
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_tcp_connect(runtime: bcv_handle_t, address: *const c_char, socket: *mut bcv_handle_t) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_tcp_connect(
+    runtime: bcv_handle_t,
+    address: *const c_char,
+    socket: *mut bcv_handle_t,
+) -> bcv_status_t {
     guard(|| {
         if socket.is_null() {
             return fail_with(BCV_E_INVALID, "output pointer is NULL");
@@ -149,7 +166,7 @@ pub extern "C" fn bcv_tcp_connect(runtime: bcv_handle_t, address: *const c_char,
 
 /// Takes the socket's receive stream (once). Errors: `BCV_E_ALREADY_TAKEN`.
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_tcp_take_receive(socket: bcv_handle_t, reader: *mut bcv_handle_t) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_tcp_take_receive(socket: bcv_handle_t, reader: *mut bcv_handle_t) -> bcv_status_t {
     guard(|| {
         let o = try_status!(table::get(socket));
         let Object::Socket(s) = &*o else { return table::wrong_type(socket, &o, "tcp socket") };
@@ -163,7 +180,7 @@ pub extern "C" fn bcv_tcp_take_receive(socket: bcv_handle_t, reader: *mut bcv_ha
 /// Takes the socket's send stream (once). Finishing it sends FIN; releasing it unfinished resets the
 /// connection. Errors: `BCV_E_ALREADY_TAKEN`.
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_tcp_take_send(socket: bcv_handle_t, writer: *mut bcv_handle_t) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_tcp_take_send(socket: bcv_handle_t, writer: *mut bcv_handle_t) -> bcv_status_t {
     guard(|| {
         let o = try_status!(table::get(socket));
         let Object::Socket(s) = &*o else { return table::wrong_type(socket, &o, "tcp socket") };
@@ -177,7 +194,12 @@ pub extern "C" fn bcv_tcp_take_send(socket: bcv_handle_t, writer: *mut bcv_handl
 /// Writes the local address of a listener or socket ("127.0.0.1:4321") into `buf` (NUL-terminated,
 /// truncated to `cap`); writes the full length to `*len` (may be NULL).
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_tcp_local_addr(handle: bcv_handle_t, buf: *mut c_char, cap: usize, len: *mut usize) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_tcp_local_addr(
+    handle: bcv_handle_t,
+    buf: *mut c_char,
+    cap: usize,
+    len: *mut usize,
+) -> bcv_status_t {
     guard(|| {
         let o = try_status!(table::get(handle));
         let a = match &*o {
@@ -197,7 +219,12 @@ pub extern "C" fn bcv_tcp_local_addr(handle: bcv_handle_t, buf: *mut c_char, cap
 /// Writes the socket's peer address (a snapshot, readable after close) into `buf` like
 /// `bcv_tcp_local_addr`.
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_tcp_peer_addr(socket: bcv_handle_t, buf: *mut c_char, cap: usize, len: *mut usize) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_tcp_peer_addr(
+    socket: bcv_handle_t,
+    buf: *mut c_char,
+    cap: usize,
+    len: *mut usize,
+) -> bcv_status_t {
     guard(|| {
         let o = try_status!(table::get(socket));
         let Object::Socket(s) = &*o else { return table::wrong_type(socket, &o, "tcp socket") };

@@ -49,7 +49,8 @@ pub unsafe extern "C" fn bcv_bytes_free(bytes: *mut bcv_bytes_t) {
 /// A data callback: `status` is `BCV_OK` with `len` bytes at `data` (borrowed for the call), then exactly
 /// one final call with `BCV_EOF` (clean end) or a negative status (message: `bcv_last_error_message()` on
 /// that thread). Runs on a bcv thread; it may release or close any handle, the stream's own included.
-pub type bcv_data_callback_t = Option<unsafe extern "C" fn(user_data: *mut c_void, status: bcv_status_t, data: *const u8, len: usize)>;
+pub type bcv_data_callback_t =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, status: bcv_status_t, data: *const u8, len: usize)>;
 
 /// Destructor for `user_data`: bcv calls it exactly once, with no bcv lock held, when the callback is no
 /// longer needed (after the final event, or when the stream is released or closed).
@@ -109,7 +110,12 @@ pub(crate) use try_status;
 /// Creates a pipe with a `capacity`-byte buffer (backpressure); writes `*writer` and `*reader`.
 /// Both are yours to release. Errors: `BCV_E_BAD_HANDLE`, `BCV_E_CLOSED` after shutdown, `BCV_E_INVALID`.
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_pipe_new(runtime: bcv_handle_t, capacity: usize, writer: *mut bcv_handle_t, reader: *mut bcv_handle_t) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_pipe_new(
+    runtime: bcv_handle_t,
+    capacity: usize,
+    writer: *mut bcv_handle_t,
+    reader: *mut bcv_handle_t,
+) -> bcv_status_t {
     guard(|| {
         if writer.is_null() || reader.is_null() {
             return fail_with(BCV_E_INVALID, "output pointer is NULL");
@@ -130,7 +136,13 @@ pub extern "C" fn bcv_pipe_new(runtime: bcv_handle_t, capacity: usize, writer: *
 /// Returns `BCV_OK` (n > 0), `BCV_EOF` only at a clean end (the writer finished), `BCV_E_CLOSED` when the
 /// stream was cut short or closed (reason: `bcv_close_reason`), `BCV_E_BUSY`, `BCV_E_TIMEOUT`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn bcv_stream_read(reader_handle: bcv_handle_t, buf: *mut u8, cap: usize, n: *mut usize, timeout_ms: i64) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_stream_read(
+    reader_handle: bcv_handle_t,
+    buf: *mut u8,
+    cap: usize,
+    n: *mut usize,
+    timeout_ms: i64,
+) -> bcv_status_t {
     guard(|| {
         if buf.is_null() || n.is_null() || cap == 0 {
             return fail_with(BCV_E_INVALID, "buffer is NULL or empty, or n is NULL");
@@ -157,7 +169,13 @@ pub unsafe extern "C" fn bcv_stream_read(reader_handle: bcv_handle_t, buf: *mut 
 /// were accepted to `*accepted` (may be NULL). Errors: `BCV_E_CLOSED` (the reader went away: PEER_DROPPED,
 /// or this end was closed), `BCV_E_BUSY`, `BCV_E_TIMEOUT`, `BCV_E_INVALID` (write after finish).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn bcv_stream_write(writer_handle: bcv_handle_t, data: *const u8, len: usize, accepted: *mut usize, timeout_ms: i64) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_stream_write(
+    writer_handle: bcv_handle_t,
+    data: *const u8,
+    len: usize,
+    accepted: *mut usize,
+    timeout_ms: i64,
+) -> bcv_status_t {
     guard(|| {
         if data.is_null() && len > 0 {
             return fail_with(BCV_E_INVALID, "data is NULL");
@@ -185,7 +203,7 @@ pub unsafe extern "C" fn bcv_stream_write(writer_handle: bcv_handle_t, data: *co
 /// Ends the stream cleanly: the reader drains, then gets `BCV_EOF`. Idempotent.
 /// Errors: `BCV_E_CLOSED` when the reader went away or this end was closed.
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_stream_finish(writer_handle: bcv_handle_t) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_stream_finish(writer_handle: bcv_handle_t) -> bcv_status_t {
     guard(|| {
         let o = try_status!(writer(writer_handle));
         let Object::Writer(w) = &*o else { return BCV_E_WRONG_TYPE };
@@ -199,7 +217,7 @@ pub extern "C" fn bcv_stream_finish(writer_handle: bcv_handle_t) -> bcv_status_t
 /// Reads the stream to its clean end into `*out` (free with `bcv_bytes_free`). Errors: as
 /// `bcv_stream_read`; on error nothing is returned.
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_stream_collect(reader_handle: bcv_handle_t, out: *mut bcv_bytes_t) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_stream_collect(reader_handle: bcv_handle_t, out: *mut bcv_bytes_t) -> bcv_status_t {
     guard(|| {
         if out.is_null() {
             return fail_with(BCV_E_INVALID, "output pointer is NULL");
@@ -219,7 +237,12 @@ pub extern "C" fn bcv_stream_collect(reader_handle: bcv_handle_t, out: *mut bcv_
 
 /// A reader that yields a copy of `len` bytes at `data`, then a clean end.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn bcv_stream_from_bytes(runtime: bcv_handle_t, data: *const u8, len: usize, out: *mut bcv_handle_t) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_stream_from_bytes(
+    runtime: bcv_handle_t,
+    data: *const u8,
+    len: usize,
+    out: *mut bcv_handle_t,
+) -> bcv_status_t {
     guard(|| {
         if data.is_null() && len > 0 {
             return fail_with(BCV_E_INVALID, "data is NULL");
@@ -242,7 +265,7 @@ pub unsafe extern "C" fn bcv_stream_from_bytes(runtime: bcv_handle_t, data: *con
 /// become invalid). Errors travel: a cut-short `from` ends `to`'s reader with UPSTREAM; a reader of `to`
 /// going away releases `from` (its producer sees PEER_DROPPED).
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_pipe_spawn(runtime: bcv_handle_t, from: bcv_handle_t, to: bcv_handle_t) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_pipe_spawn(runtime: bcv_handle_t, from: bcv_handle_t, to: bcv_handle_t) -> bcv_status_t {
     guard(|| {
         let rt = try_status!(runtime_of(runtime));
         // Validate both before consuming either.
@@ -283,7 +306,7 @@ impl Drop for CallbackCtx {
 /// `user_data_free` (may be NULL) runs exactly once when delivery ends, even when this call fails.
 /// Errors: `BCV_E_BUSY` when a read is in progress, `BCV_E_CLOSED`, `BCV_E_INVALID` (NULL callback).
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_stream_on_data(
+pub unsafe extern "C" fn bcv_stream_on_data(
     reader_handle: bcv_handle_t,
     callback: bcv_data_callback_t,
     user_data: *mut c_void,

@@ -145,7 +145,10 @@ pub(crate) fn consume(handle: u64) -> Result<Object, bcv_status_t> {
             Some(o) if slot.generation == generation => {
                 // Clones are only made under this lock, so a count of 1 cannot grow while we hold it.
                 if Arc::strong_count(o) > 1 {
-                    return Err(fail_with(crate::error::BCV_E_BUSY, &format!("handle {handle:#x} is in use by another call")));
+                    return Err(fail_with(
+                        crate::error::BCV_E_BUSY,
+                        &format!("handle {handle:#x} is in use by another call"),
+                    ));
                 }
             }
             _ => return Err(bad()),

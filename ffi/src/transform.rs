@@ -40,7 +40,13 @@ fn key_slice<'a>(key: *const u8, key_len: usize) -> Result<&'a [u8], bcv_status_
 
 /// Gzip-compresses `input` (consumed) at `level` 0–9. Errors: `BCV_E_INVALID` (level), `BCV_E_BAD_HANDLE`.
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_gzip_compress(runtime: bcv_handle_t, input: bcv_handle_t, level: u32, transformer: *mut bcv_handle_t, output: *mut bcv_handle_t) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_gzip_compress(
+    runtime: bcv_handle_t,
+    input: bcv_handle_t,
+    level: u32,
+    transformer: *mut bcv_handle_t,
+    output: *mut bcv_handle_t,
+) -> bcv_status_t {
     guard(|| {
         if level > 9 {
             return fail_with(BCV_E_INVALID, "gzip level must be 0..=9");
@@ -51,7 +57,12 @@ pub extern "C" fn bcv_gzip_compress(runtime: bcv_handle_t, input: bcv_handle_t, 
 
 /// Gzip-decompresses `input` (consumed). A truncated or corrupt input ends the output with `BCV_E_CORRUPT`.
 #[unsafe(no_mangle)]
-pub extern "C" fn bcv_gzip_decompress(runtime: bcv_handle_t, input: bcv_handle_t, transformer: *mut bcv_handle_t, output: *mut bcv_handle_t) -> bcv_status_t {
+pub unsafe extern "C" fn bcv_gzip_decompress(
+    runtime: bcv_handle_t,
+    input: bcv_handle_t,
+    transformer: *mut bcv_handle_t,
+    output: *mut bcv_handle_t,
+) -> bcv_status_t {
     guard(|| start(runtime, input, transformer, output, |rt, i| rt.gzip_decompress(i)))
 }
 

@@ -114,9 +114,21 @@ pub(crate) fn future_with_parents<T: Send + 'static>(
         inner: Mutex::new(SlotInner { state: SlotState::Pending, reader_gone: None, writer_gone: None, waker: None }),
         ready: Condvar::new(),
     });
-    let w = NodeCore::create(&rt.shared, NodeKind::FutureWriter, labels.0, writer_parent, Box::new(FutureWriterHooks(slot.clone())))?;
+    let w = NodeCore::create(
+        &rt.shared,
+        NodeKind::FutureWriter,
+        labels.0,
+        writer_parent,
+        Box::new(FutureWriterHooks(slot.clone())),
+    )?;
     let writer = FutureWriter { node: Node::from_core(w), slot: slot.clone() };
-    let r = NodeCore::create(&rt.shared, NodeKind::FutureReader, labels.1, reader_parent, Box::new(FutureReaderHooks(slot.clone())))?;
+    let r = NodeCore::create(
+        &rt.shared,
+        NodeKind::FutureReader,
+        labels.1,
+        reader_parent,
+        Box::new(FutureReaderHooks(slot.clone())),
+    )?;
     Ok((writer, FutureReader { node: Node::from_core(r), slot }))
 }
 

@@ -11,8 +11,8 @@ mod reason;
 mod resource;
 mod runtime;
 mod scope;
-mod strict;
 mod stream;
+mod strict;
 mod transform;
 
 pub use future::{FutureReader, FutureWriter, Undelivered};
@@ -22,6 +22,8 @@ pub use reason::{CloseReason, CloseWaitError, Closed, Error, Result, WriteError}
 pub use resource::Resource;
 pub use runtime::{CallbackScope, DiagnosticsSnapshot, Runtime, RuntimeBuilder, ShutdownError};
 pub use scope::Scope;
-pub use strict::{Diagnostic, Diagnostics, StrictConfig, StrictLevel, StrictProfile, ViolationKind, take_pending};
 pub use stream::{DEFAULT_CAPACITY, ReadStream, StreamEvent, WriteStream, pipe};
+pub use strict::{
+    Diagnostic, Diagnostics, StrictConfig, StrictHook, StrictLevel, StrictProfile, ViolationKind, take_pending,
+};
 pub use transform::{AEAD_CHUNK_SIZE, AEAD_HEADER_LEN, AEAD_KEY_LEN};

@@ -98,13 +98,8 @@ impl NodeCore {
         hooks: Box<dyn NodeHooks>,
     ) -> Result<Arc<NodeCore>, Closed> {
         rt.check_running()?;
-        if let Some(p) = parent {
-            if let Some(c) = p.closed_error() {
-                return Err(Closed::new(match c.reason {
-                    CloseReason::RuntimeShutdown | CloseReason::ScopeExited => c.reason,
-                    _ => CloseReason::Parent,
-                }));
-            }
+        if let Some(c) = parent.and_then(|p| p.closed_error()) {
+            return Err(Closed::new(cascade_reason(c.reason)));
         }
         let node = Arc::new(NodeCore {
             id: NEXT_NODE_ID.fetch_add(1, Ordering::Relaxed),
@@ -137,10 +132,8 @@ impl NodeCore {
             *lock(&node.scope) = Some(Arc::downgrade(&scope));
         }
         // A parent closed between the check above and the registration must still cascade.
-        if let Some(p) = parent {
-            if let Some(c) = p.closed_error() {
-                node.close_with(Closed::new(cascade_reason(c.reason)));
-            }
+        if let Some(c) = parent.and_then(|p| p.closed_error()) {
+            node.close_with(Closed::new(cascade_reason(c.reason)));
         }
         Ok(node)
     }
@@ -263,10 +256,8 @@ impl NodeCore {
             return;
         }
         if self.rt.strict.enabled() && !self.rt.is_dead() {
-            if self.is_open() {
-                if let Some(v) = self.hooks.release_violation() {
-                    self.rt.strict.report(v, &self);
-                }
+            if let Some(v) = self.is_open().then(|| self.hooks.release_violation()).flatten() {
+                self.rt.strict.report(v, &self);
             }
             if self.kind == NodeKind::Resource && self.rt.strict.wasip2() && self.has_live_dependent_handles() {
                 self.rt.strict.report(ViolationKind::ParentBeforeChild, &self);
@@ -306,7 +297,11 @@ impl NodeCore {
                 return Ok(());
             }
             if listener.wait_deadline(deadline).is_none() && Instant::now() >= deadline {
-                return if self.state.load(Ordering::Acquire) == CLOSED { Ok(()) } else { Err(CloseWaitError::Timeout) };
+                return if self.state.load(Ordering::Acquire) == CLOSED {
+                    Ok(())
+                } else {
+                    Err(CloseWaitError::Timeout)
+                };
             }
         }
     }
@@ -367,9 +362,7 @@ pub(crate) struct OpGuard {
 
 impl Drop for OpGuard {
     fn drop(&mut self) {
-        if self.core.inflight.fetch_sub(1, Ordering::SeqCst) == 1
-            && self.core.state.load(Ordering::SeqCst) == CLOSING
-        {
+        if self.core.inflight.fetch_sub(1, Ordering::SeqCst) == 1 && self.core.state.load(Ordering::SeqCst) == CLOSING {
             self.core.start_teardown();
         }
     }

@@ -4,9 +4,9 @@
 //! resource, so `close()` aborts the tasks and `close_and_wait` returns once they have let go of their OS
 //! resources (LIFETIMES.md S4).
 
+use std::any::Any;
 use std::future::Future;
 use std::ops::Deref;
-use std::any::Any;
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::task::AbortHandle;
@@ -56,7 +56,11 @@ pub(crate) struct TaskResource {
 }
 
 impl TaskResource {
-    pub(crate) fn create(rt: &Runtime, label: &'static str, parent: Option<&Arc<NodeCore>>) -> Result<(TaskResource, Node), Closed> {
+    pub(crate) fn create(
+        rt: &Runtime,
+        label: &'static str,
+        parent: Option<&Arc<NodeCore>>,
+    ) -> Result<(TaskResource, Node), Closed> {
         let tasks = Arc::new(TaskSet::default());
         let core = NodeCore::create(&rt.shared, NodeKind::Resource, label, parent, Box::new(TaskHooks(tasks.clone())))?;
         Ok((TaskResource { core: core.clone(), tasks }, Node::from_core(core)))

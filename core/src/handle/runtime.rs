@@ -277,7 +277,7 @@ impl Runtime {
     }
 
     /// Sets a hook run on the reaper thread for every strict-mode diagnostic.
-    pub fn set_strict_hook(&self, hook: Option<Arc<dyn Fn(&super::strict::Diagnostic) + Send + Sync>>) {
+    pub fn set_strict_hook(&self, hook: Option<super::strict::StrictHook>) {
         self.shared.strict.set_hook(hook);
     }
 
@@ -370,10 +370,8 @@ impl Runtime {
         // Stop the reaper; it drains what is queued, then exits. It is not joined: a stuck job must not
         // hang the caller past its deadline.
         lock(&shared.reaper_tx).take();
-        if stuck.is_empty() {
-            if let Some(t) = lock(&shared.reaper_thread).take() {
-                let _ = t.join();
-            }
+        if let Some(t) = stuck.is_empty().then(|| lock(&shared.reaper_thread).take()).flatten() {
+            let _ = t.join();
         }
         if let Some(rt) = lock(&shared.tokio).take() {
             // Join the executor threads within what is left of the deadline, so nothing outlives it.

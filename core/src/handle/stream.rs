@@ -160,11 +160,8 @@ impl Pipe {
             return Poll::Ready(Err(c.into()));
         }
         if let Some(front) = inner.chunks.front_mut() {
-            let chunk = if front.len() <= max {
-                inner.chunks.pop_front().unwrap_or_default()
-            } else {
-                front.split_to(max)
-            };
+            let chunk =
+                if front.len() <= max { inner.chunks.pop_front().unwrap_or_default() } else { front.split_to(max) };
             inner.len -= chunk.len();
             return Poll::Ready(Ok(Some(chunk)));
         }
@@ -397,7 +394,11 @@ impl ReadStream {
         }
     }
 
-    fn poll_with<T>(&self, cx: &mut Context<'_>, attempt: impl FnOnce(&mut PipeInner) -> Poll<Result<T>>) -> Poll<Result<T>> {
+    fn poll_with<T>(
+        &self,
+        cx: &mut Context<'_>,
+        attempt: impl FnOnce(&mut PipeInner) -> Poll<Result<T>>,
+    ) -> Poll<Result<T>> {
         let mut inner = self.pipe.lock();
         match attempt(&mut inner) {
             Poll::Ready(r) => {

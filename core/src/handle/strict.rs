@@ -127,7 +127,9 @@ impl std::error::Error for Diagnostic {}
 /// The recent diagnostics of a runtime.
 pub type Diagnostics = Vec<Diagnostic>;
 
-type Hook = Arc<dyn Fn(&Diagnostic) + Send + Sync>;
+/// A function called (on the reaper thread) with every strict-mode diagnostic.
+pub type StrictHook = Arc<dyn Fn(&Diagnostic) + Send + Sync>;
+type Hook = StrictHook;
 
 const RECENT_LIMIT: usize = 256;
 

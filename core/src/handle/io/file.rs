@@ -29,7 +29,8 @@ impl Runtime {
         let path = path.as_ref().to_path_buf();
         let file = std::fs::File::open(&path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
         let (res, node) = TaskResource::create(self, "file reader", None)?;
-        let (writer, reader) = pipe_with_parents(self, DEFAULT_CAPACITY, Some(&res.core), Some(&res.core), ("file pump", "file stream"))?;
+        let (writer, reader) =
+            pipe_with_parents(self, DEFAULT_CAPACITY, Some(&res.core), Some(&res.core), ("file pump", "file stream"))?;
         res.spawn(async move {
             let mut file = tokio::fs::File::from_std(file);
             loop {
@@ -62,7 +63,8 @@ impl Runtime {
         let path: PathBuf = path.as_ref().to_path_buf();
         let file = std::fs::File::create(&path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
         let (res, node) = TaskResource::create(self, "file writer", None)?;
-        let (writer, reader) = pipe_with_parents(self, DEFAULT_CAPACITY, Some(&res.core), Some(&res.core), ("file stream", "file pump"))?;
+        let (writer, reader) =
+            pipe_with_parents(self, DEFAULT_CAPACITY, Some(&res.core), Some(&res.core), ("file stream", "file pump"))?;
         let (done_w, done) = future_with_parents(self, Some(&res.core), Some(&res.core), ("file done", "file done"))?;
         res.spawn(async move {
             let mut file = tokio::fs::File::from_std(file);
@@ -91,7 +93,9 @@ impl Runtime {
     pub fn stream_from_bytes(&self, data: impl Into<Bytes>) -> Result<ReadStream, Closed> {
         let data: Bytes = data.into();
         let (writer, reader) = self.pipe(data.len().max(1))?;
-        writer.write_bytes_blocking(data, None).map_err(|e| e.error.closed().unwrap_or(Closed::new(crate::handle::CloseReason::PeerDropped)))?;
+        writer
+            .write_bytes_blocking(data, None)
+            .map_err(|e| e.error.closed().unwrap_or(Closed::new(crate::handle::CloseReason::PeerDropped)))?;
         writer.finish().map_err(|e| e.closed().unwrap_or(Closed::new(crate::handle::CloseReason::PeerDropped)))?;
         Ok(reader)
     }

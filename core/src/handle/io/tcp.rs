@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::handle::node::{Node, lock};
-use crate::handle::reason::{Closed, CloseReason, Error, Result};
+use crate::handle::reason::{CloseReason, Closed, Error, Result};
 use crate::handle::resource::TaskResource;
 use crate::handle::runtime::Runtime;
 use crate::handle::stream::{DEFAULT_CAPACITY, Failure, ReadStream, WriteStream, pipe_with_parents};
@@ -121,10 +121,20 @@ impl TcpSocket {
         let local = stream.local_addr().map_err(|e| Error::io("reading the local address", e))?;
         let _ = stream.set_nodelay(true);
         let (res, node) = TaskResource::create(rt, "tcp socket", None)?;
-        let (recv_w, recv_r) =
-            pipe_with_parents(rt, DEFAULT_CAPACITY, Some(&res.core), Some(&res.core), ("tcp receive pump", "tcp receive stream"))?;
-        let (send_w, send_r) =
-            pipe_with_parents(rt, DEFAULT_CAPACITY, Some(&res.core), Some(&res.core), ("tcp send stream", "tcp send pump"))?;
+        let (recv_w, recv_r) = pipe_with_parents(
+            rt,
+            DEFAULT_CAPACITY,
+            Some(&res.core),
+            Some(&res.core),
+            ("tcp receive pump", "tcp receive stream"),
+        )?;
+        let (send_w, send_r) = pipe_with_parents(
+            rt,
+            DEFAULT_CAPACITY,
+            Some(&res.core),
+            Some(&res.core),
+            ("tcp send stream", "tcp send pump"),
+        )?;
         let std_stream = stream.into_std().map_err(|e| Error::io(format!("socket to {peer}"), e))?;
         let sock_ref = socket2::SockRef::from(&std_stream);
         let _ = sock_ref.set_nonblocking(true);

@@ -29,7 +29,10 @@ const TAG_LEN: usize = 16;
 
 fn cipher_for(key: &[u8]) -> Result<Aes256Gcm> {
     if key.len() != AEAD_KEY_LEN {
-        return Err(Error::InvalidArgument(format!("AES-256-GCM needs a {AEAD_KEY_LEN}-byte key, got {} bytes", key.len())));
+        return Err(Error::InvalidArgument(format!(
+            "AES-256-GCM needs a {AEAD_KEY_LEN}-byte key, got {} bytes",
+            key.len()
+        )));
     }
     Aes256Gcm::new_from_slice(key).map_err(|_| Error::InvalidArgument("bad AES-256-GCM key".into()))
 }
@@ -44,7 +47,8 @@ fn nonce(prefix: &[u8; 7], counter: u32, last: bool) -> [u8; 12] {
 
 fn next_counter(counter: &mut u32) -> Result<u32> {
     let c = *counter;
-    *counter = c.checked_add(1).ok_or_else(|| Error::InvalidArgument("AES-GCM stream longer than 2^32 chunks".into()))?;
+    *counter =
+        c.checked_add(1).ok_or_else(|| Error::InvalidArgument("AES-GCM stream longer than 2^32 chunks".into()))?;
     Ok(c)
 }
 
@@ -61,12 +65,20 @@ impl Encrypt {
     pub(crate) fn new(key: &[u8]) -> Result<Encrypt> {
         let cipher = cipher_for(key)?;
         let mut prefix = [0u8; 7];
-        getrandom::fill(&mut prefix).map_err(|e| Error::io("drawing a random nonce", std::io::Error::other(e.to_string())))?;
+        getrandom::fill(&mut prefix)
+            .map_err(|e| Error::io("drawing a random nonce", std::io::Error::other(e.to_string())))?;
         let mut header = [0u8; AEAD_HEADER_LEN];
         header[..8].copy_from_slice(MAGIC);
         header[8..15].copy_from_slice(&prefix);
         header[15] = CHUNK_LOG2;
-        Ok(Encrypt { cipher, header, header_sent: false, prefix, counter: 0, pending: Vec::with_capacity(AEAD_CHUNK_SIZE) })
+        Ok(Encrypt {
+            cipher,
+            header,
+            header_sent: false,
+            prefix,
+            counter: 0,
+            pending: Vec::with_capacity(AEAD_CHUNK_SIZE),
+        })
     }
 
     fn seal(&mut self, plaintext: &[u8], last: bool, out: &mut Vec<u8>) -> Result<()> {
@@ -90,16 +102,26 @@ impl Encrypt {
 impl Codec for Encrypt {
     fn update(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<()> {
         // A chunk is sealed only once more data follows it, so the last chunk can carry the last flag.
+        // Whole chunks are sealed straight from the input; only a remainder is buffered.
+        out.reserve(input.len() + (input.len() / AEAD_CHUNK_SIZE + 2) * TAG_LEN + AEAD_HEADER_LEN);
         while !input.is_empty() {
-            if self.pending.len() == AEAD_CHUNK_SIZE {
-                let chunk = std::mem::take(&mut self.pending);
-                self.seal(&chunk, false, out)?;
-                self.pending = chunk;
-                self.pending.clear();
+            if !self.pending.is_empty() {
+                let take = (AEAD_CHUNK_SIZE - self.pending.len()).min(input.len());
+                self.pending.extend_from_slice(&input[..take]);
+                input = &input[take..];
+                if self.pending.len() == AEAD_CHUNK_SIZE && !input.is_empty() {
+                    let chunk = std::mem::take(&mut self.pending);
+                    self.seal(&chunk, false, out)?;
+                    self.pending = chunk;
+                    self.pending.clear();
+                }
+            } else if input.len() > AEAD_CHUNK_SIZE {
+                self.seal(&input[..AEAD_CHUNK_SIZE], false, out)?;
+                input = &input[AEAD_CHUNK_SIZE..];
+            } else {
+                self.pending.extend_from_slice(input);
+                input = &[];
             }
-            let take = (AEAD_CHUNK_SIZE - self.pending.len()).min(input.len());
-            self.pending.extend_from_slice(&input[..take]);
-            input = &input[take..];
         }
         Ok(())
     }
@@ -122,27 +144,31 @@ impl Decrypt {
     pub(crate) fn new(key: &[u8]) -> Result<Decrypt> {
         Ok(Decrypt { cipher: cipher_for(key)?, header: Vec::new(), prefix: [0; 7], counter: 0, pending: Vec::new() })
     }
+}
 
-    fn open(&mut self, sealed: &[u8], last: bool, out: &mut Vec<u8>) -> Result<()> {
-        let index = self.counter;
-        let counter = next_counter(&mut self.counter)?;
-        let (ct, tag) = sealed.split_at(sealed.len() - TAG_LEN);
-        let start = out.len();
-        out.extend_from_slice(ct);
-        let n = nonce(&self.prefix, counter, last);
-        if self
-            .cipher
-            .decrypt_in_place_detached(Nonce::from_slice(&n), &self.header, &mut out[start..], tag.into())
-            .is_err()
-        {
-            out.truncate(start);
-            let what = if last { "final chunk" } else { "chunk" };
-            return Err(Error::Authentication(format!(
-                "AES-GCM {what} {index} did not verify (wrong key, tampered or truncated ciphertext)"
-            )));
-        }
-        Ok(())
+/// Verifies and decrypts one sealed chunk, appending the plaintext to `out` only if its tag checks out.
+fn open_chunk(
+    cipher: &Aes256Gcm,
+    header: &[u8],
+    prefix: &[u8; 7],
+    counter: &mut u32,
+    sealed: &[u8],
+    last: bool,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let index = next_counter(counter)?;
+    let (ct, tag) = sealed.split_at(sealed.len() - TAG_LEN);
+    let start = out.len();
+    out.extend_from_slice(ct);
+    let n = nonce(prefix, index, last);
+    if cipher.decrypt_in_place_detached(Nonce::from_slice(&n), header, &mut out[start..], tag.into()).is_err() {
+        out.truncate(start);
+        let what = if last { "final chunk" } else { "chunk" };
+        return Err(Error::Authentication(format!(
+            "AES-GCM {what} {index} did not verify (wrong key, tampered or truncated ciphertext)"
+        )));
     }
+    Ok(())
 }
 
 impl Codec for Decrypt {
@@ -163,8 +189,8 @@ impl Codec for Decrypt {
         // Hold one full chunk back until more data shows it is not the last one.
         let mut consumed = 0;
         while self.pending.len() - consumed > sealed_len {
-            let sealed = self.pending[consumed..consumed + sealed_len].to_vec();
-            self.open(&sealed, false, out)?;
+            let sealed = &self.pending[consumed..consumed + sealed_len];
+            open_chunk(&self.cipher, &self.header, &self.prefix, &mut self.counter, sealed, false, out)?;
             consumed += sealed_len;
         }
         self.pending.drain(..consumed);
@@ -179,6 +205,6 @@ impl Codec for Decrypt {
             return Err(Error::Authentication("AES-GCM stream truncated: final chunk missing".into()));
         }
         let sealed = std::mem::take(&mut self.pending);
-        self.open(&sealed, true, out)
+        open_chunk(&self.cipher, &self.header, &self.prefix, &mut self.counter, &sealed, true, out)
     }
 }

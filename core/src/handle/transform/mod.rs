@@ -26,12 +26,21 @@ pub(crate) trait Codec: Send + 'static {
     fn finish(&mut self, out: &mut Vec<u8>) -> Result<()>;
 }
 
-fn transform(input: ReadStream, mut codec: Box<dyn Codec>, label: &'static str) -> Result<(Resource, ReadStream), Closed> {
+fn transform(
+    input: ReadStream,
+    mut codec: Box<dyn Codec>,
+    label: &'static str,
+) -> Result<(Resource, ReadStream), Closed> {
     let rt = Runtime { shared: input.node().core.rt.clone() };
     let (res, node) = TaskResource::create(&rt, label, None)?;
     res.consume(input.node());
-    let (writer, output) =
-        pipe_with_parents(&rt, DEFAULT_CAPACITY, Some(&res.core), Some(&res.core), ("transformer output writer", "transformer output"))?;
+    let (writer, output) = pipe_with_parents(
+        &rt,
+        DEFAULT_CAPACITY,
+        Some(&res.core),
+        Some(&res.core),
+        ("transformer output writer", "transformer output"),
+    )?;
     res.spawn(async move {
         let mut out = Vec::with_capacity(DEFAULT_CAPACITY + 1024);
         loop {
@@ -45,7 +54,9 @@ fn transform(input: ReadStream, mut codec: Box<dyn Codec>, label: &'static str) 
                 Ok(None) => {
                     match codec.finish(&mut out) {
                         Ok(()) => {
-                            if !out.is_empty() && writer.write_bytes(Bytes::from(std::mem::take(&mut out))).await.is_err() {
+                            if !out.is_empty()
+                                && writer.write_bytes(Bytes::from(std::mem::take(&mut out))).await.is_err()
+                            {
                                 return;
                             }
                             let _ = writer.finish();

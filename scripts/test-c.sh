@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The C ABI: header drift, the LIFETIMES scenarios in C (plain, valgrind, AddressSanitizer), and the C
+# example built with -Wall -Wextra -Werror through pkg-config against the static library.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$BCV_ROOT"
+out="$CARGO_TARGET_DIR/c-tests"
+mkdir -p "$out"
+
+step "C: include/bcv.h matches what cbindgen generates"
+cargo test -q -p bcv-ffi --test header
+
+step "C: build libbcv (debug for the tests, release for the example)"
+pc_debug=$(scripts/build-c.sh debug)
+pc_release=$(scripts/build-c.sh release)
+
+cflags="-std=c11 -Wall -Wextra -Werror -g"
+libs_debug=$(PKG_CONFIG_PATH="$pc_debug" pkg-config --libs --static bcv | sed 's/-lbcv/-l:libbcv.a/')
+inc=$(PKG_CONFIG_PATH="$pc_debug" pkg-config --cflags bcv)
+
+step "C: scenarios"
+gcc $cflags $inc tests/c/test_lifetimes.c $libs_debug -o "$out/test_lifetimes"
+"$out/test_lifetimes"
+
+step "C: scenarios under valgrind"
+valgrind -q --leak-check=full --error-exitcode=1 "$out/test_lifetimes"
+
+step "C: scenarios with AddressSanitizer"
+gcc $cflags -fsanitize=address -fno-omit-frame-pointer $inc tests/c/test_lifetimes.c $libs_debug -o "$out/test_lifetimes_asan"
+ASAN_OPTIONS=detect_leaks=1 "$out/test_lifetimes_asan"
+
+step "C: examples/c/streams.c against libbcv.a via pkg-config"
+libs_release=$(PKG_CONFIG_PATH="$pc_release" pkg-config --libs --static bcv | sed 's/-lbcv/-l:libbcv.a/')
+gcc $cflags $(PKG_CONFIG_PATH="$pc_release" pkg-config --cflags bcv) examples/c/streams.c $libs_release -o "$out/streams"
+"$out/streams"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The Rust workspace: formatting, lints, and every Rust test (core scenarios, ffi header check).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$BCV_ROOT"
+
+step "Rust: rustfmt"
+cargo fmt --all -- --check
+
+step "Rust: clippy"
+cargo clippy -q -p bcv-core -p bcv-ffi -p bcv-cli --all-targets -- -D warnings
+
+step "Rust: tests"
+if command -v cargo-nextest >/dev/null 2>&1; then
+    cargo nextest run -p bcv-core -p bcv-ffi -p bcv-cli --no-fail-fast
+else
+    cargo test -p bcv-core -p bcv-ffi -p bcv-cli --no-fail-fast
+fi
+
+step "Rust: quickstart (the README's main command) in release"
+cargo run -q --release -p bcv-cli -- quickstart
