@@ -1,0 +1,1 @@
+//! UniFFI surface for Swift (in progress).
