@@ -16,7 +16,7 @@ mod strict;
 mod transform;
 
 pub use future::{FutureReader, FutureWriter, Undelivered};
-pub use io::{FileSink, TcpListener, TcpSocket};
+pub use io::{FileSink, HttpFields, HttpHead, HttpServer, IncomingMessage, TcpListener, TcpSocket};
 pub use node::{Node, NodeKind, NodeState};
 pub use reason::{CloseReason, CloseWaitError, Closed, Error, Result, WriteError};
 pub use resource::Resource;

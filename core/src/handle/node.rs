@@ -83,6 +83,7 @@ pub(crate) struct NodeCore {
     dependents: Mutex<Vec<Weak<NodeCore>>>,
     scope: Mutex<Option<Weak<ScopeInner>>>,
     closed_event: event_listener::Event,
+    closing_event: event_listener::Event,
     hooks: Box<dyn NodeHooks>,
     backtrace: Option<String>,
     pub(crate) rt: Arc<RtShared>,
@@ -115,6 +116,7 @@ impl NodeCore {
             dependents: Mutex::new(Vec::new()),
             scope: Mutex::new(None),
             closed_event: event_listener::Event::new(),
+            closing_event: event_listener::Event::new(),
             hooks,
             backtrace: rt.strict.capture_backtrace(),
             rt: rt.clone(),
@@ -201,6 +203,7 @@ impl NodeCore {
             return;
         }
         let _ = self.reason.set(closed);
+        self.closing_event.notify(usize::MAX);
         let dependents: Vec<Arc<NodeCore>> = {
             let mut deps = lock(&self.dependents);
             let alive = deps.iter().filter_map(Weak::upgrade).collect();
@@ -328,7 +331,21 @@ impl NodeCore {
         tokio::time::timeout(timeout, wait).await.map_err(|_| CloseWaitError::Timeout)
     }
 
-    /// Closes the node for runtime shutdown or scope exit, and reports whether it is already torn down.
+    /// Resolves with the close reason once the node starts closing (for `select!` against a wait).
+    pub(crate) async fn closed_wait(&self) -> Closed {
+        loop {
+            if let Some(c) = self.closed_error() {
+                return c;
+            }
+            let listener = self.closing_event.listen();
+            if let Some(c) = self.closed_error() {
+                return c;
+            }
+            listener.await;
+        }
+    }
+
+    /// Reports whether the node is already torn down.
     pub(crate) fn is_torn_down(&self) -> bool {
         !self.counted.load(Ordering::Acquire)
     }

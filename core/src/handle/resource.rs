@@ -32,20 +32,35 @@ impl TaskSet {
     }
 }
 
-struct TaskHooks(Arc<TaskSet>);
+struct TaskHooks {
+    tasks: Arc<TaskSet>,
+    /// Behaviour of the concrete resource (an HTTP message, …), run before the generic part.
+    extra: Option<Box<dyn NodeHooks>>,
+}
 
 impl NodeHooks for TaskHooks {
-    fn on_close(&self, _closed: Closed) {
-        self.0.abort_all();
-        let inputs: Vec<_> = lock(&self.0.inputs).drain(..).filter_map(|w| w.upgrade()).collect();
+    fn on_close(&self, closed: Closed) {
+        if let Some(extra) = &self.extra {
+            extra.on_close(closed);
+        }
+        self.tasks.abort_all();
+        let inputs: Vec<_> = lock(&self.tasks.inputs).drain(..).filter_map(|w| w.upgrade()).collect();
         for input in inputs {
             input.close_with(Closed::new(CloseReason::Parent));
         }
     }
+    fn on_last_release(&self) {
+        if let Some(extra) = &self.extra {
+            extra.on_last_release();
+        }
+    }
     fn on_teardown(&self) {
-        self.0.abort_all();
-        let owned = std::mem::take(&mut *lock(&self.0.owned));
+        self.tasks.abort_all();
+        let owned = std::mem::take(&mut *lock(&self.tasks.owned));
         drop(owned);
+        if let Some(extra) = &self.extra {
+            extra.on_teardown();
+        }
     }
 }
 
@@ -61,8 +76,19 @@ impl TaskResource {
         label: &'static str,
         parent: Option<&Arc<NodeCore>>,
     ) -> Result<(TaskResource, Node), Closed> {
+        Self::create_with(rt, label, parent, None)
+    }
+
+    /// Like [`create`](Self::create), with extra hooks for the concrete resource.
+    pub(crate) fn create_with(
+        rt: &Runtime,
+        label: &'static str,
+        parent: Option<&Arc<NodeCore>>,
+        extra: Option<Box<dyn NodeHooks>>,
+    ) -> Result<(TaskResource, Node), Closed> {
         let tasks = Arc::new(TaskSet::default());
-        let core = NodeCore::create(&rt.shared, NodeKind::Resource, label, parent, Box::new(TaskHooks(tasks.clone())))?;
+        let hooks = TaskHooks { tasks: tasks.clone(), extra };
+        let core = NodeCore::create(&rt.shared, NodeKind::Resource, label, parent, Box::new(hooks))?;
         Ok((TaskResource { core: core.clone(), tasks }, Node::from_core(core)))
     }
 
@@ -82,20 +108,27 @@ impl TaskResource {
 
     /// Spawns `task` as in-flight work of this resource. If the resource is already closed the task is
     /// dropped without running.
-    pub(crate) fn spawn<F>(&self, task: F)
+    pub(crate) fn spawn<F>(&self, task: F) -> Option<AbortHandle>
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let Ok(guard) = self.core.begin_op() else { return };
+        let Ok(guard) = self.core.begin_op() else { return None };
         let handle = self.core.rt.tokio().spawn(async move {
             let _guard = guard;
             task.await;
         });
-        lock(&self.tasks.tasks).push(handle.abort_handle());
+        {
+            let mut tasks = lock(&self.tasks.tasks);
+            if tasks.len() >= 8 && tasks.len().is_power_of_two() {
+                tasks.retain(|t| !t.is_finished());
+            }
+            tasks.push(handle.abort_handle());
+        }
         // A close that raced with the push must still abort it.
         if !self.core.is_open() {
             self.tasks.abort_all();
         }
+        Some(handle.abort_handle())
     }
 }
 

@@ -427,6 +427,16 @@ impl ReadStream {
         poll_fn(|cx| self.poll_with(cx, |inner| Pipe::try_read(inner, buf))).await
     }
 
+    /// Polls for the next chunk, for adapters that own this read end exclusively (an HTTP body, a
+    /// `futures::Stream`). No `Busy` check: the caller guarantees a single poller.
+    pub(crate) fn poll_read_chunk(&self, cx: &mut Context<'_>, max: usize) -> Poll<Result<Option<Bytes>>> {
+        let _op = match self.node.core.begin_op() {
+            Ok(op) => op,
+            Err(c) => return Poll::Ready(Err(c.into())),
+        };
+        self.poll_with(cx, |inner| Pipe::try_read_chunk(inner, max.max(1)))
+    }
+
     /// Async form of [`read_chunk_blocking`](Self::read_chunk_blocking).
     pub async fn read_chunk(&self, max: usize) -> Result<Option<Bytes>> {
         let _op = self.node.core.begin_op()?;

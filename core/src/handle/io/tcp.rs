@@ -188,12 +188,16 @@ impl TcpSocket {
                         let _ = wr.shutdown().await;
                         return;
                     }
-                    Err(_) => {
+                    Err(e) => {
                         // Cut short: reset instead of FIN so the peer never sees a clean end.
                         // The whole connection goes: a reset cannot leave the receive direction usable.
                         let _ = socket2::SockRef::from(wr.as_ref()).set_linger(Some(Duration::ZERO));
                         wr.forget();
-                        if let Some(socket) = socket.upgrade() {
+                        // A shutdown or scope exit closes the socket itself, with its own reason.
+                        let closing_anyway = e.closed().is_some_and(|c| {
+                            matches!(c.reason, CloseReason::RuntimeShutdown | CloseReason::ScopeExited)
+                        });
+                        if let Some(socket) = socket.upgrade().filter(|_| !closing_anyway) {
                             socket.close_with(Closed::new(CloseReason::PeerDropped));
                         }
                         return;
