@@ -386,7 +386,7 @@ impl Runtime {
         let (head_tx, head_rx) = oneshot::channel::<Result<()>>();
         let shared = message.shared.clone();
         res.spawn(async move {
-            let io_err = |e: std::io::Error| Error::io(format!("{url_owned}"), e);
+            let io_err = |e: std::io::Error| Error::io(format!("request to {url_owned}"), e);
             let exchange = async {
                 let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(io_err)?;
                 let _ = stream.set_nodelay(true);
