@@ -151,6 +151,20 @@ typedef struct bcv_diagnostics_t {
 } bcv_diagnostics_t;
 
 /**
+ * One header field passed to bcv (borrowed for the call).
+ */
+typedef struct bcv_http_field_t {
+    /**
+     * Field name, NUL-terminated.
+     */
+    const char *name;
+    /**
+     * Field value, NUL-terminated.
+     */
+    const char *value;
+} bcv_http_field_t;
+
+/**
  * A data callback: `status` is `BCV_OK` with `len` bytes at `data` (borrowed for the call), then exactly
  * one final call with `BCV_EOF` (clean end) or a negative status (message: `bcv_last_error_message()` on
  * that thread). Runs on a bcv thread; it may release or close any handle, the stream's own included.
@@ -365,6 +379,80 @@ bcv_status_t bcv_detach_from_scope(bcv_handle_t handle);
  * closed with SCOPE_EXITED when it closes, unless detached. Release the scope handle with `bcv_release`.
  */
 bcv_status_t bcv_scope_enter(bcv_handle_t *out);
+
+/**
+ * Serves HTTP/1.1 on `address` ("127.0.0.1:0" picks a port; see `bcv_http_local_addr`).
+ * Errors: `BCV_E_IO` naming the address.
+ */
+bcv_status_t bcv_http_serve(bcv_handle_t runtime, const char *address, bcv_handle_t *server);
+
+/**
+ * Writes the server's bound address into `buf` like `bcv_tcp_local_addr`.
+ */
+bcv_status_t bcv_http_local_addr(bcv_handle_t server, char *buf, size_t cap, size_t *len);
+
+/**
+ * Waits up to `timeout_ms` for the next request on `server`. Errors: `BCV_E_TIMEOUT`, `BCV_E_CLOSED`.
+ */
+bcv_status_t bcv_http_next_request(bcv_handle_t server, int64_t timeout_ms, bcv_handle_t *request);
+
+/**
+ * Sends a request and waits for the response head; writes the response to `*response`. `body` is a
+ * stream reader to send as the request body (consumed), or 0 for none. Errors: `BCV_E_INVALID` (URL,
+ * method, field), `BCV_E_IO` naming the URL.
+ */
+bcv_status_t bcv_http_request(bcv_handle_t runtime,
+                              const char *method,
+                              const char *url,
+                              const struct bcv_http_field_t *fields,
+                              size_t field_count,
+                              bcv_handle_t body,
+                              bcv_handle_t *response);
+
+/**
+ * Writes the response status (or 0 for a request) to `*status`. Errors: `BCV_E_CLOSED` once closed.
+ */
+bcv_status_t bcv_http_status(bcv_handle_t msg, uint32_t *status);
+
+/**
+ * Copies the request method and target ("GET", "/path?q") into the buffers (NUL-terminated, truncated to
+ * their capacity; either may be NULL). Empty for a response. Errors: `BCV_E_CLOSED` once closed.
+ */
+bcv_status_t bcv_http_request_line(bcv_handle_t msg,
+                                   char *method,
+                                   size_t method_cap,
+                                   char *target,
+                                   size_t target_cap);
+
+/**
+ * Copies the first value of header `name` into `buf` (NUL-terminated, truncated to `cap`) and its full
+ * length to `*len`. Returns `BCV_EOF` when there is no such header. Errors: `BCV_E_CLOSED` once closed.
+ */
+bcv_status_t bcv_http_header(bcv_handle_t msg, const char *name, char *buf, size_t cap, size_t *len);
+
+/**
+ * Takes the body stream and the trailers future (once). Both keep working after the message is released
+ * and end with PARENT if it is closed. Errors: `BCV_E_ALREADY_TAKEN`, `BCV_E_CLOSED`.
+ */
+bcv_status_t bcv_http_take_body(bcv_handle_t msg, bcv_handle_t *body, bcv_handle_t *trailers);
+
+/**
+ * Waits up to `timeout_ms` for the trailers; writes them to `*out` as "name: value\r\n" lines (empty when
+ * the message had none; free with `bcv_bytes_free`). Errors: `BCV_E_CLOSED` (ABANDONED when the body was
+ * released or closed first, PARENT when the message was closed), `BCV_E_TIMEOUT`.
+ */
+bcv_status_t bcv_http_trailers_wait(bcv_handle_t trailers, int64_t timeout_ms, struct bcv_bytes_t *out);
+
+/**
+ * Starts the response to a request with `status` and header fields; writes its body's write end to
+ * `*body` (finish it to complete the response; releasing it unfinished aborts the connection).
+ * Errors: `BCV_E_ALREADY_TAKEN`, `BCV_E_INVALID`, `BCV_E_CLOSED`.
+ */
+bcv_status_t bcv_http_respond(bcv_handle_t request,
+                              uint32_t status,
+                              const struct bcv_http_field_t *fields,
+                              size_t field_count,
+                              bcv_handle_t *body);
 
 /**
  * Streams the file at `path`: writes the file resource to `*file` and its reader to `*reader`.

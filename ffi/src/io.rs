@@ -8,7 +8,7 @@ use crate::handle::{bcv_handle_t, put, runtime_of, timeout_of};
 use crate::stream::try_status;
 use crate::table::{self, Object};
 
-fn c_str<'a>(s: *const c_char, what: &str) -> Result<&'a str, bcv_status_t> {
+pub(crate) fn c_str<'a>(s: *const c_char, what: &str) -> Result<&'a str, bcv_status_t> {
     if s.is_null() {
         return Err(fail_with(BCV_E_INVALID, &format!("{what} is NULL")));
     }
@@ -16,13 +16,13 @@ fn c_str<'a>(s: *const c_char, what: &str) -> Result<&'a str, bcv_status_t> {
     unsafe { CStr::from_ptr(s) }.to_str().map_err(|_| fail_with(BCV_E_INVALID, &format!("{what} is not UTF-8")))
 }
 
-fn addr(s: *const c_char) -> Result<SocketAddr, bcv_status_t> {
+pub(crate) fn addr(s: *const c_char) -> Result<SocketAddr, bcv_status_t> {
     let text = c_str(s, "address")?;
     text.parse().map_err(|_| fail_with(BCV_E_INVALID, &format!("'{text}' is not an address like 127.0.0.1:8080")))
 }
 
 /// Copies `text` into `buf` (NUL-terminated, truncated to `cap`); returns the full length without NUL.
-fn copy_out(text: &str, buf: *mut c_char, cap: usize) -> usize {
+pub(crate) fn copy_out(text: &str, buf: *mut c_char, cap: usize) -> usize {
     if !buf.is_null() && cap > 0 {
         let n = text.len().min(cap - 1);
         // SAFETY: the caller provides `cap` writable bytes.

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bcv_core::handle::{
-    FutureReader, FutureWriter, Node, ReadStream, Resource, Runtime, Scope, TcpListener, TcpSocket, WriteStream,
+    FutureReader, FutureWriter, HttpFields, HttpServer, IncomingMessage, Node, ReadStream, Resource, Runtime, Scope,
+    TcpListener, TcpSocket, WriteStream,
 };
 
 use crate::error::{BCV_E_BAD_HANDLE, BCV_E_WRONG_TYPE, bcv_status_t, fail_with};
@@ -24,6 +25,9 @@ pub(crate) enum Object {
     FutureReader(FutureReader<Vec<u8>>),
     FileDone(FutureReader<Result<u64, String>>),
     Scope(Mutex<Scope>),
+    HttpServer(HttpServer),
+    HttpMessage(IncomingMessage),
+    Trailers(FutureReader<Option<HttpFields>>),
 }
 
 impl Object {
@@ -38,6 +42,9 @@ impl Object {
             Object::FutureWriter(f) => Some(f),
             Object::FutureReader(f) => Some(f),
             Object::FileDone(f) => Some(f),
+            Object::HttpServer(s) => Some(s),
+            Object::HttpMessage(m) => Some(m),
+            Object::Trailers(t) => Some(t),
             Object::Runtime(_) | Object::Scope(_) => None,
         }
     }
@@ -54,6 +61,9 @@ impl Object {
             Object::FutureReader(_) => "future reader",
             Object::FileDone(_) => "file completion future",
             Object::Scope(_) => "scope",
+            Object::HttpServer(_) => "http server",
+            Object::HttpMessage(_) => "http message",
+            Object::Trailers(_) => "trailers future",
         }
     }
 }

@@ -77,6 +77,155 @@ static void fill(uint8_t *buf, size_t n, unsigned seed) {
     for (size_t i = 0; i < n; i++) buf[i] = (uint8_t)((i * 31 + seed) % 251);
 }
 
+
+/* ---- HTTP: T01-T04 against a bcv HTTP server on 127.0.0.1 ---- */
+struct http_server {
+    bcv_handle_t server;
+    int chunks;          /* 16 KiB chunks to send */
+    int pause_ms;        /* between chunks */
+    bcv_status_t result; /* BCV_OK: the whole body went out; BCV_E_CLOSED: the client abandoned it */
+    char addr[64];
+    pthread_t thread;
+};
+
+static void *serve_one_response(void *arg) {
+    struct http_server *hs = arg;
+    bcv_handle_t req, body;
+    hs->result = bcv_http_next_request(hs->server, 5000, &req);
+    if (hs->result != BCV_OK) return NULL;
+    bcv_http_field_t fields[] = {{"x-test", "yes"}};
+    hs->result = bcv_http_respond(req, 200, fields, 1, &body);
+    bcv_release(req); /* the response body keeps working */
+    if (hs->result != BCV_OK) return NULL;
+    static uint8_t chunk[16384];
+    memset(chunk, 'z', sizeof chunk);
+    for (int i = 0; i < hs->chunks && hs->result == BCV_OK; i++) {
+        hs->result = bcv_stream_write(body, chunk, sizeof chunk, NULL, 5000);
+        if (hs->pause_ms) sleep_ms(hs->pause_ms);
+    }
+    if (hs->result == BCV_OK) hs->result = bcv_stream_finish(body);
+    bcv_release(body);
+    return NULL;
+}
+
+static void start_server(bcv_handle_t rt, struct http_server *hs, int chunks, int pause_ms) {
+    hs->chunks = chunks;
+    hs->pause_ms = pause_ms;
+    OK(bcv_http_serve(rt, "127.0.0.1:0", &hs->server));
+    OK(bcv_http_local_addr(hs->server, hs->addr, sizeof hs->addr, NULL));
+    pthread_create(&hs->thread, NULL, serve_one_response, hs);
+}
+
+static bcv_handle_t get(bcv_handle_t rt, struct http_server *hs) {
+    char url[96];
+    snprintf(url, sizeof url, "http://%s/data", hs->addr);
+    bcv_handle_t resp = 0;
+    OK(bcv_http_request(rt, "GET", url, NULL, 0, 0, &resp));
+    return resp;
+}
+
+static void t01(void) {
+    bcv_handle_t rt = new_runtime(BCV_STRICT_OFF), body, trailers;
+    struct http_server hs;
+    start_server(rt, &hs, 20, 1);
+    bcv_handle_t resp = get(rt, &hs);
+    uint32_t status = 0;
+    OK(bcv_http_status(resp, &status));
+    CHECK_EQ(status, 200);
+    OK(bcv_http_take_body(resp, &body, &trailers));
+    OK(bcv_release(resp)); /* R before B */
+    bcv_bytes_t data = {0};
+    OK(bcv_stream_collect(body, &data));
+    CHECK_EQ(data.len, 20 * 16384);
+    bcv_bytes_free(&data);
+    bcv_bytes_t t = {0};
+    OK(bcv_http_trailers_wait(trailers, 5000, &t));
+    CHECK_EQ(t.len, 0);
+    pthread_join(hs.thread, NULL);
+    CHECK_EQ(hs.result, BCV_OK);
+    OK(bcv_release(body));
+    OK(bcv_release(trailers));
+    OK(bcv_release(hs.server));
+    finish_runtime(rt);
+}
+
+static void t02(void) {
+    bcv_handle_t rt = new_runtime(BCV_STRICT_OFF), body, trailers;
+    struct http_server hs;
+    start_server(rt, &hs, 100000, 1);
+    bcv_handle_t resp = get(rt, &hs);
+    OK(bcv_http_take_body(resp, &body, &trailers));
+    uint8_t buf[1024];
+    size_t n;
+    OK(bcv_stream_read(body, buf, sizeof buf, &n, 5000));
+    OK(bcv_release(body)); /* B first */
+    pthread_join(hs.thread, NULL);
+    CHECK_EQ(hs.result, BCV_E_CLOSED); /* the server saw the body abandoned */
+    char value[16] = {0};
+    OK(bcv_http_header(resp, "x-test", value, sizeof value, NULL)); /* R still works */
+    CHECK(strcmp(value, "yes") == 0);
+    bcv_bytes_t t = {0};
+    CHECK_EQ(bcv_http_trailers_wait(trailers, 5000, &t), BCV_E_CLOSED);
+    CHECK_EQ(reason_of(trailers), BCV_REASON_ABANDONED);
+    OK(bcv_release(resp));
+    OK(bcv_release(trailers));
+    OK(bcv_release(hs.server));
+    finish_runtime(rt);
+}
+
+static void t03(void) {
+    bcv_handle_t rt = new_runtime(BCV_STRICT_OFF), body, trailers;
+    struct http_server hs;
+    start_server(rt, &hs, 100000, 0);
+    bcv_handle_t resp = get(rt, &hs);
+    char value[16] = {0};
+    OK(bcv_http_header(resp, "x-test", value, sizeof value, NULL)); /* a snapshot taken before close */
+    OK(bcv_http_take_body(resp, &body, &trailers));
+    sleep_ms(100); /* let the 64 KiB body buffer fill */
+    OK(bcv_close(resp));
+    uint8_t buf[16];
+    size_t n;
+    CHECK_EQ(bcv_stream_read(body, buf, sizeof buf, &n, 1000), BCV_E_CLOSED);
+    CHECK_EQ(reason_of(body), BCV_REASON_PARENT);
+    bcv_bytes_t t = {0};
+    CHECK_EQ(bcv_http_trailers_wait(trailers, 1000, &t), BCV_E_CLOSED);
+    CHECK_EQ(reason_of(trailers), BCV_REASON_PARENT);
+    uint32_t status;
+    CHECK_EQ(bcv_http_status(resp, &status), BCV_E_CLOSED);
+    CHECK_EQ(reason_of(resp), BCV_REASON_SELF);
+    CHECK(strcmp(value, "yes") == 0);
+    pthread_join(hs.thread, NULL);
+    CHECK_EQ(hs.result, BCV_E_CLOSED);
+    bcv_handle_t all[] = {resp, body, trailers, hs.server};
+    for (size_t i = 0; i < 4; i++) OK(bcv_release(all[i]));
+    finish_runtime(rt);
+}
+
+static void t04(void) {
+    bcv_handle_t rt = new_runtime(BCV_STRICT_OFF), body, trailers;
+    struct http_server hs;
+    start_server(rt, &hs, 100000, 1);
+    bcv_handle_t resp = get(rt, &hs);
+    OK(bcv_http_take_body(resp, &body, &trailers));
+    uint8_t buf[1024];
+    size_t n;
+    OK(bcv_stream_read(body, buf, sizeof buf, &n, 5000));
+    double t0 = now_ms();
+    OK(bcv_close(body));
+    bcv_bytes_t t = {0};
+    CHECK_EQ(bcv_http_trailers_wait(trailers, 5000, &t), BCV_E_CLOSED);
+    CHECK(now_ms() - t0 < 100);
+    CHECK_EQ(reason_of(trailers), BCV_REASON_ABANDONED);
+    uint32_t status = 0;
+    OK(bcv_http_status(resp, &status)); /* R still works */
+    CHECK_EQ(status, 200);
+    pthread_join(hs.thread, NULL);
+    CHECK_EQ(hs.result, BCV_E_CLOSED); /* the producer saw PEER_DROPPED */
+    bcv_handle_t all[] = {resp, body, trailers, hs.server};
+    for (size_t i = 0; i < 4; i++) OK(bcv_release(all[i]));
+    finish_runtime(rt);
+}
+
 /* ---- T05: close twice, then release ---- */
 static void t05(void) {
     bcv_handle_t rt = new_runtime(BCV_STRICT_OFF), w, r;
@@ -724,6 +873,10 @@ static void run(const char *name, void (*test)(void)) {
 static void *all_tests(void *arg) {
     (void)arg;
     CHECK_EQ(bcv_abi_version(), BCV_ABI_VERSION);
+    run("T01 HTTP response released before its body", t01);
+    run("T02 HTTP body released first", t02);
+    run("T03 HTTP response closed with a buffered body", t03);
+    run("T04 HTTP body closed: trailers abandoned", t04);
     run("T05 close twice then release", t05);
     run("T06 stale handles", t06);
     run("T07/T08 writer released vs finished", t07_t08);
