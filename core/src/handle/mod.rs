@@ -6,6 +6,7 @@
 
 mod future;
 mod io;
+mod lifecycle;
 mod node;
 mod reason;
 mod resource;
@@ -13,6 +14,7 @@ mod runtime;
 mod scope;
 mod stream;
 mod strict;
+mod sync;
 mod transform;
 
 pub use future::{FutureReader, FutureWriter, Undelivered};

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::mem::ManuallyDrop;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -17,9 +17,7 @@ use super::runtime::{RtShared, would_deadlock_here};
 use super::scope::ScopeInner;
 use super::strict::ViolationKind;
 
-const OPEN: u8 = 0;
-const CLOSING: u8 = 1;
-const CLOSED: u8 = 2;
+use super::lifecycle::{CLOSED, CLOSING, Lifecycle, OPEN};
 
 /// The lifecycle state of a node, as seen from outside.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,11 +70,8 @@ pub(crate) struct NodeCore {
     id: u64,
     kind: NodeKind,
     label: &'static str,
-    state: AtomicU8,
+    life: Lifecycle,
     reason: OnceLock<Closed>,
-    ext_refs: AtomicUsize,
-    inflight: AtomicUsize,
-    teardown_started: AtomicBool,
     counted: AtomicBool,
     /// Strong link to the parent: a child keeps alive the parent state it needs (option 2).
     _parent: Option<Arc<NodeCore>>,
@@ -106,11 +101,8 @@ impl NodeCore {
             id: NEXT_NODE_ID.fetch_add(1, Ordering::Relaxed),
             kind,
             label,
-            state: AtomicU8::new(OPEN),
+            life: Lifecycle::new(),
             reason: OnceLock::new(),
-            ext_refs: AtomicUsize::new(1),
-            inflight: AtomicUsize::new(0),
-            teardown_started: AtomicBool::new(false),
             counted: AtomicBool::new(true),
             _parent: parent.cloned(),
             dependents: Mutex::new(Vec::new()),
@@ -154,7 +146,7 @@ impl NodeCore {
 
     /// The close error if the node is closing or closed.
     pub(crate) fn closed_error(&self) -> Option<Closed> {
-        if self.state.load(Ordering::Acquire) == OPEN {
+        if self.life.state() == OPEN {
             return None;
         }
         Some(self.reason.get().copied().unwrap_or(Closed::new(CloseReason::SelfClosed)))
@@ -166,12 +158,12 @@ impl NodeCore {
     }
 
     pub(crate) fn is_open(&self) -> bool {
-        self.state.load(Ordering::Acquire) == OPEN
+        self.life.state() == OPEN
     }
 
     pub(crate) fn state(&self) -> NodeState {
-        match self.state.load(Ordering::Acquire) {
-            OPEN if self.ext_refs.load(Ordering::Acquire) == 0 => NodeState::Orphaned,
+        match self.life.state() {
+            OPEN if self.life.ext_refs() == 0 => NodeState::Orphaned,
             OPEN => NodeState::Open,
             CLOSING => NodeState::Closing,
             _ => NodeState::Closed,
@@ -179,14 +171,14 @@ impl NodeCore {
     }
 
     pub(crate) fn has_external_refs(&self) -> bool {
-        self.ext_refs.load(Ordering::Acquire) > 0
+        self.life.ext_refs() > 0
     }
 
     /// Starts an operation: counted as in flight until the guard drops (S4). Fails once closing.
     pub(crate) fn begin_op(self: &Arc<Self>) -> Result<OpGuard, Closed> {
-        self.inflight.fetch_add(1, Ordering::SeqCst);
+        let allowed = self.life.enter_op();
         let guard = OpGuard { core: self.clone() };
-        if self.state.load(Ordering::SeqCst) != OPEN {
+        if !allowed {
             let closed = self.closed_error().unwrap_or(Closed::new(CloseReason::SelfClosed));
             drop(guard);
             if !self.rt.is_dead() {
@@ -199,7 +191,7 @@ impl NodeCore {
 
     /// Forced, cascading close (idempotent; returns at once).
     pub(crate) fn close_with(self: &Arc<Self>, closed: Closed) {
-        if self.state.compare_exchange(OPEN, CLOSING, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+        if !self.life.begin_close() {
             return;
         }
         let _ = self.reason.set(closed);
@@ -219,13 +211,14 @@ impl NodeCore {
         }
         // Own hooks after the cascade, so a task cancelled here cannot end a child with another reason.
         self.hooks.on_close(closed);
-        if self.inflight.load(Ordering::SeqCst) == 0 {
+        // The close work itself counted as an operation; if it was the last one, tear down now.
+        if self.life.leave_op() {
             self.start_teardown();
         }
     }
 
     fn start_teardown(self: &Arc<Self>) {
-        if self.teardown_started.swap(true, Ordering::AcqRel) {
+        if !self.life.claim_teardown() {
             return;
         }
         let me = self.clone();
@@ -237,7 +230,7 @@ impl NodeCore {
         if let Some(scope) = lock(&self.scope).take().and_then(|w| w.upgrade()) {
             scope.forget(self.id);
         }
-        self.state.store(CLOSED, Ordering::Release);
+        self.life.set_closed();
         self.uncount();
         self.closed_event.notify(usize::MAX);
     }
@@ -250,12 +243,12 @@ impl NodeCore {
 
     /// Adds one external reference (a cloned handle).
     pub(crate) fn retain_external(&self) {
-        self.ext_refs.fetch_add(1, Ordering::Relaxed);
+        self.life.retain_external();
     }
 
     /// Gives up one external reference. O(1), never blocks, any thread (R1, A6).
     pub(crate) fn release_external(self: Arc<Self>) {
-        if self.ext_refs.fetch_sub(1, Ordering::AcqRel) != 1 {
+        if !self.life.release_external() {
             return;
         }
         if self.rt.strict.enabled() && !self.rt.is_dead() {
@@ -292,19 +285,15 @@ impl NodeCore {
         self.close_with(Closed::new(CloseReason::SelfClosed));
         let deadline = Instant::now() + timeout;
         loop {
-            if self.state.load(Ordering::Acquire) == CLOSED {
+            if self.life.state() == CLOSED {
                 return Ok(());
             }
             let listener = self.closed_event.listen();
-            if self.state.load(Ordering::Acquire) == CLOSED {
+            if self.life.state() == CLOSED {
                 return Ok(());
             }
             if listener.wait_deadline(deadline).is_none() && Instant::now() >= deadline {
-                return if self.state.load(Ordering::Acquire) == CLOSED {
-                    Ok(())
-                } else {
-                    Err(CloseWaitError::Timeout)
-                };
+                return if self.life.state() == CLOSED { Ok(()) } else { Err(CloseWaitError::Timeout) };
             }
         }
     }
@@ -318,11 +307,11 @@ impl NodeCore {
         self.close_with(Closed::new(CloseReason::SelfClosed));
         let wait = async {
             loop {
-                if self.state.load(Ordering::Acquire) == CLOSED {
+                if self.life.state() == CLOSED {
                     return;
                 }
                 let listener = self.closed_event.listen();
-                if self.state.load(Ordering::Acquire) == CLOSED {
+                if self.life.state() == CLOSED {
                     return;
                 }
                 listener.await;
@@ -353,7 +342,7 @@ impl NodeCore {
 
 impl Drop for NodeCore {
     fn drop(&mut self) {
-        if !self.teardown_started.swap(true, Ordering::AcqRel) {
+        if self.life.claim_teardown() {
             self.hooks.on_teardown();
         }
         if let Some(scope) = lock(&self.scope).take().and_then(|w| w.upgrade()) {
@@ -379,7 +368,7 @@ pub(crate) struct OpGuard {
 
 impl Drop for OpGuard {
     fn drop(&mut self) {
-        if self.core.inflight.fetch_sub(1, Ordering::SeqCst) == 1 && self.core.state.load(Ordering::SeqCst) == CLOSING {
+        if self.core.life.leave_op() {
             self.core.start_teardown();
         }
     }
@@ -473,7 +462,7 @@ impl Node {
     pub fn note_collected(&self) {
         if self.core.kind == NodeKind::Resource
             && self.core.is_open()
-            && self.core.ext_refs.load(Ordering::Acquire) == 1
+            && self.core.life.ext_refs() == 1
             && !self.core.rt.is_dead()
         {
             self.core.rt.strict.report(ViolationKind::CollectedWhileOpen, &self.core);
