@@ -17,5 +17,8 @@ else
     cargo test -p bcv-core -p bcv-ffi -p bcv-cli --no-fail-fast
 fi
 
+step "Rust: T35 soak, a million cycles, in release"
+cargo nextest run --release -p bcv-core --test soak --no-capture 2>/dev/null || cargo test --release -p bcv-core --test soak -- --nocapture
+
 step "Rust: quickstart (the README's main command) in release"
 cargo run -q --release -p bcv-cli -- quickstart

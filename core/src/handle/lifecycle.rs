@@ -43,6 +43,11 @@ impl Lifecycle {
         state_of(self.word.load(Ordering::Acquire))
     }
 
+    /// Number of operations (and tasks) in flight.
+    pub(crate) fn inflight(&self) -> usize {
+        self.word.load(Ordering::Acquire) >> 2
+    }
+
     pub(crate) fn ext_refs(&self) -> usize {
         self.ext_refs.load(Ordering::Acquire)
     }

@@ -448,6 +448,13 @@ impl Node {
         self.core.detach_from_scope();
     }
 
+    /// True while the node is open and has work in flight (a read, a pump or transformer task, a pending
+    /// accept). A resource that is open but quiescent, such as a transformer whose output is complete,
+    /// holds nothing that needs an explicit close.
+    pub fn is_active(&self) -> bool {
+        self.core.is_open() && self.core.life.inflight() > 0
+    }
+
     /// Gives up this handle's external reference now, while the handle object itself stays valid for
     /// calls already in flight through it (which then see `Closed{HANDLE_RELEASED}` on a stream end).
     /// Later drops of this handle do nothing. The C ABI's `bcv_release` and GC finalizers use it.
@@ -457,11 +464,12 @@ impl Node {
         }
     }
 
-    /// Records strict-mode V4 if this handle is being garbage-collected while still open. Bindings call it
+    /// Records strict-mode V4 if this handle is being garbage-collected while still open and active (see
+    /// [`is_active`](Self::is_active)). Bindings call it
     /// from their finalizers just before the handle is dropped; it never changes behaviour.
     pub fn note_collected(&self) {
         if self.core.kind == NodeKind::Resource
-            && self.core.is_open()
+            && self.is_active()
             && self.core.life.ext_refs() == 1
             && !self.core.rt.is_dead()
         {

@@ -177,8 +177,8 @@ impl Pipe {
         if let Some(c) = inner.writer_gone {
             return Poll::Ready(Err(c.into()));
         }
-        if inner.reader_gone.is_some() {
-            return Poll::Ready(Err(Closed::new(CloseReason::PeerDropped).into()));
+        if let Some(c) = inner.reader_gone {
+            return Poll::Ready(Err(peer_closed(c).into()));
         }
         match inner.writer {
             WriterEnd::Open => {}
@@ -247,7 +247,8 @@ impl NodeHooks for WriterHooks {
     }
 }
 
-/// What the reader sees when the writer end closes with `closed`.
+/// What one end sees when the other closes with `closed`: the same reason for a shutdown, scope exit or
+/// upstream failure (so every end reports why it all stopped), else `PEER_DROPPED`.
 fn peer_closed(closed: Closed) -> Closed {
     match closed.reason {
         CloseReason::RuntimeShutdown | CloseReason::ScopeExited | CloseReason::Upstream => closed,
@@ -657,8 +658,8 @@ impl WriteStream {
         self.pipe.update(|inner| {
             if let Some(c) = inner.writer_gone {
                 result = Err(c.into());
-            } else if inner.reader_gone.is_some() {
-                result = Err(Closed::new(CloseReason::PeerDropped).into());
+            } else if let Some(c) = inner.reader_gone {
+                result = Err(peer_closed(c).into());
                 inner.writer = WriterEnd::Finished;
             } else {
                 match &inner.writer {

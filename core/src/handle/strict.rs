@@ -132,6 +132,7 @@ pub type StrictHook = Arc<dyn Fn(&Diagnostic) + Send + Sync>;
 type Hook = StrictHook;
 
 const RECENT_LIMIT: usize = 256;
+const PENDING_LIMIT: usize = 64;
 
 pub(crate) struct StrictState {
     config: StrictConfig,
@@ -204,7 +205,14 @@ impl StrictState {
             recent.push_back(diag.clone());
         }
         if self.config.level == StrictLevel::Error {
-            let _ = PENDING.try_with(|p| p.borrow_mut().push_back(diag.clone()));
+            // Bounded: a thread that never makes another SDK call (an executor worker) must not pile up.
+            let _ = PENDING.try_with(|p| {
+                let mut p = p.borrow_mut();
+                if p.len() == PENDING_LIMIT {
+                    p.pop_front();
+                }
+                p.push_back(diag.clone());
+            });
         }
         if let Some(hook) = lock(&self.hook).clone() {
             node.rt.defer(Box::new(move || hook(&diag)));

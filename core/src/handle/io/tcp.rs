@@ -22,7 +22,6 @@ use crate::handle::stream::{DEFAULT_CAPACITY, Failure, ReadStream, WriteStream, 
 /// A listening TCP socket.
 pub struct TcpListener {
     node: Node,
-    res: TaskResource,
     listener: Weak<tokio::net::TcpListener>,
     local: SocketAddr,
     rt: Runtime,
@@ -43,7 +42,7 @@ impl Runtime {
         let weak = Arc::downgrade(&listener);
         // The resource owns the socket, so close() frees the port once pending accepts are cancelled.
         res.own(listener);
-        Ok(TcpListener { node, res, listener: weak, local, rt: self.clone() })
+        Ok(TcpListener { node, listener: weak, local, rt: self.clone() })
     }
 
     /// Connects to `addr`. Errors: [`Error::Io`] naming the address.
@@ -70,20 +69,22 @@ impl TcpListener {
         self.local
     }
 
-    /// Accepts the next connection. Errors: `Closed{…}` once the listener is closed; [`Error::Io`].
+    /// Accepts the next connection. Cancel-safe: dropping the future (a timeout) loses no connection.
+    /// Errors: `Closed{…}` once the listener is closed; [`Error::Io`].
     pub async fn accept(&self) -> Result<TcpSocket> {
         let _op = self.node.core.begin_op()?;
         let closed = || Error::from(self.node.core.closed_error().unwrap_or(Closed::new(CloseReason::SelfClosed)));
         let listener = self.listener.upgrade().ok_or_else(closed)?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        // The accept runs as the listener's task so that close() cancels it and frees the fd.
-        self.res.spawn(async move {
-            let _ = tx.send(listener.accept().await);
-        });
-        match rx.await {
-            Ok(Ok((stream, _))) => TcpSocket::from_stream(&self.rt, stream),
-            Ok(Err(e)) => Err(Error::io(format!("accepting on {}", self.local), e)),
-            Err(_) => Err(closed()),
+        // The wait runs on the runtime's executor (the caller may be on another one); close() ends it, and
+        // the in-flight guard keeps the fd open until it has returned (S4).
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            c = self.node.core.closed_wait() => return Err(c.into()),
+        };
+        drop(listener);
+        match accepted {
+            Ok((stream, _)) => TcpSocket::from_stream(&self.rt, stream),
+            Err(e) => Err(Error::io(format!("accepting on {}", self.local), e)),
         }
     }
 
@@ -168,8 +169,9 @@ impl TcpSocket {
                         }
                     }
                     Err(e) => {
-                        let what = format!("connection from {peer} failed: {e}");
-                        recv_w.fail(Failure::Corrupt(what.into()));
+                        // A reset or a dead peer: the stream was cut short by the other side.
+                        tracing::debug!(target: "bcv::tcp", %peer, error = %e, "receive failed");
+                        recv_w.fail(Failure::Closed(Closed::new(CloseReason::PeerDropped)));
                         return;
                     }
                 }
