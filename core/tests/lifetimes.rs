@@ -603,6 +603,23 @@ fn t37_scope_closes_what_it_created_unless_detached() {
 }
 
 #[test]
+fn t37_detached_file_stream_outlives_its_scope() {
+    let rt = runtime();
+    let path = std::env::temp_dir().join(format!("bcv-t37-{}", std::process::id()));
+    std::fs::write(&path, payload(500_000)).unwrap();
+    let (file, stream) = {
+        let _scope = Scope::enter();
+        let (file, stream) = rt.read_file(&path).unwrap();
+        stream.detach_from_scope(); // and with it the file resource it reads through
+        (file, stream)
+    };
+    assert_eq!(stream.read_to_end_blocking().unwrap().len(), 500_000);
+    drop((file, stream));
+    std::fs::remove_file(&path).unwrap();
+    assert_idle(&rt);
+}
+
+#[test]
 fn t39_close_and_wait_frees_the_port() {
     let rt = runtime();
     let listener = rt.tcp_listen("127.0.0.1:0".parse().unwrap()).unwrap();

@@ -27,7 +27,7 @@ fn cycle(rt: &Runtime, rng: &mut rand::rngs::StdRng, i: usize) {
     if rng.random_bool(0.5) {
         let _ = w.finish();
     }
-    if i % 16 == 0 {
+    if i.is_multiple_of(16) {
         let (transformer, body) = rt.gzip_compress(r, 1).unwrap();
         handles.push(Box::new(transformer));
         handles.push(Box::new(body));

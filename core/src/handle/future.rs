@@ -156,6 +156,12 @@ pub struct Undelivered<T> {
 }
 
 impl<T: Send + 'static> FutureWriter<T> {
+    /// Marks this end as internal (held by a task, never by a user): no scope owns it.
+    pub(crate) fn internal(self) -> FutureWriter<T> {
+        self.node.core.leave_scope();
+        self
+    }
+
     /// Delivers `value`. Errors: the value comes back with `Closed{PEER_DROPPED}` if the reader went away,
     /// or with this end's close reason if it was closed or already written.
     pub fn write(&self, value: T) -> Result<(), Undelivered<T>> {

@@ -269,10 +269,21 @@ impl NodeCore {
         lock(&self.dependents).iter().filter_map(Weak::upgrade).any(|d| d.has_external_refs())
     }
 
-    /// Removes this node from its scope so the scope's exit does not close it.
-    pub(crate) fn detach_from_scope(&self) {
+    /// Removes this node alone from its scope (internal pump ends, which no user holds).
+    pub(crate) fn leave_scope(&self) {
         if let Some(scope) = lock(&self.scope).take().and_then(|w| w.upgrade()) {
             scope.forget(self.id);
+        }
+    }
+
+    /// Removes this node and its ancestors from their scopes: a node handed out of a scope needs the
+    /// parents it reads through to outlive the scope too.
+    pub(crate) fn detach_from_scope(&self) {
+        self.leave_scope();
+        let mut parent = self._parent.clone();
+        while let Some(p) = parent {
+            p.leave_scope();
+            parent = p._parent.clone();
         }
     }
 
@@ -443,7 +454,7 @@ impl Node {
         self.core.close_and_wait_blocking(timeout)
     }
 
-    /// Lets this node outlive the scope it was created in (LIFETIMES.md §4.6).
+    /// Lets this node outlive the scope it was created in (LIFETIMES.md §4.6), with the parents it depends on.
     pub fn detach_from_scope(&self) {
         self.core.detach_from_scope();
     }

@@ -285,6 +285,22 @@ pub(crate) fn pipe_with_parents(
     Ok((writer, reader))
 }
 
+impl WriteStream {
+    /// Marks this end as internal (held by a pump task, never by a user): no scope owns it.
+    pub(crate) fn internal(self) -> WriteStream {
+        self.node.core.leave_scope();
+        self
+    }
+}
+
+impl ReadStream {
+    /// Marks this end as internal (held by a pump task, never by a user): no scope owns it.
+    pub(crate) fn internal(self) -> ReadStream {
+        self.node.core.leave_scope();
+        self
+    }
+}
+
 impl Runtime {
     /// Creates a pipe with a buffer of `capacity` bytes (at least 1). The writer blocks (or its future
     /// stays pending) while the buffer is full. Errors: `Closed{RUNTIME_SHUTDOWN}` after shutdown.

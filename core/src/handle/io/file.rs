@@ -31,6 +31,7 @@ impl Runtime {
         let (res, node) = TaskResource::create(self, "file reader", None)?;
         let (writer, reader) =
             pipe_with_parents(self, DEFAULT_CAPACITY, Some(&res.core), Some(&res.core), ("file pump", "file stream"))?;
+        let writer = writer.internal();
         res.spawn(async move {
             let mut file = tokio::fs::File::from_std(file);
             loop {
@@ -65,7 +66,9 @@ impl Runtime {
         let (res, node) = TaskResource::create(self, "file writer", None)?;
         let (writer, reader) =
             pipe_with_parents(self, DEFAULT_CAPACITY, Some(&res.core), Some(&res.core), ("file stream", "file pump"))?;
+        let reader = reader.internal();
         let (done_w, done) = future_with_parents(self, Some(&res.core), Some(&res.core), ("file done", "file done"))?;
+        let done_w = done_w.internal();
         res.spawn(async move {
             let mut file = tokio::fs::File::from_std(file);
             let mut total = 0u64;

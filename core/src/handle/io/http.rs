@@ -204,8 +204,10 @@ impl IncomingMessage {
         let (res, node) = TaskResource::create_with(rt, label, None, Some(Box::new(MessageHooks(shared.clone()))))?;
         let (writer, reader) =
             pipe_with_parents(rt, DEFAULT_CAPACITY, Some(&res.core), Some(&res.core), ("http body pump", "http body"))?;
+        let writer = writer.internal();
         let (trailers_w, trailers_r) =
             future_with_parents(rt, Some(&res.core), Some(&res.core), ("http trailers pump", "http trailers"))?;
+        let trailers_w = trailers_w.internal();
         *lock(&shared.body) = Some((reader, trailers_r));
         Ok((IncomingMessage { node, shared, rt: rt.clone() }, res, writer, trailers_w))
     }
@@ -254,6 +256,7 @@ impl IncomingMessage {
             None,
             ("http response body", "http response body pump"),
         )?;
+        let reader = reader.internal();
         responder
             .send(OutgoingResponse { status, headers, body: OutBody { reader: Some(reader) } })
             .map_err(|_| Error::Closed(Closed::new(CloseReason::PeerDropped)))?;

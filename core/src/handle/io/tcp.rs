@@ -129,6 +129,7 @@ impl TcpSocket {
             Some(&res.core),
             ("tcp receive pump", "tcp receive stream"),
         )?;
+        let recv_w = recv_w.internal();
         let (send_w, send_r) = pipe_with_parents(
             rt,
             DEFAULT_CAPACITY,
@@ -136,6 +137,7 @@ impl TcpSocket {
             Some(&res.core),
             ("tcp send stream", "tcp send pump"),
         )?;
+        let send_r = send_r.internal();
         let std_stream = stream.into_std().map_err(|e| Error::io(format!("socket to {peer}"), e))?;
         let sock_ref = socket2::SockRef::from(&std_stream);
         let _ = sock_ref.set_nonblocking(true);

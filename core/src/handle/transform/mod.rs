@@ -41,6 +41,7 @@ fn transform(
         Some(&res.core),
         ("transformer output writer", "transformer output"),
     )?;
+    let writer = writer.internal();
     res.spawn(async move {
         let mut out = Vec::with_capacity(DEFAULT_CAPACITY + 1024);
         loop {
