@@ -1,0 +1,180 @@
+"""bcv: byte streams, files, TCP sockets, gzip and AES-GCM transformers with well-defined lifetimes.
+
+Every object returned by bcv is a *handle* holding one reference to a node of the Rust core:
+
+* Dropping the last Python reference **releases** it: that never blocks and never closes anything that a
+  child still needs (a stream keeps its file, socket or transformer alive).
+* ``close()`` is the deterministic, forced end (``with obj:`` calls it). It cascades: streams of a closed
+  resource raise :class:`ClosedError` with ``reason == "PARENT"``.
+* ``close_and_wait(timeout)`` / ``await obj.aclose()`` also wait until the OS resources are freed.
+* A stream that was cut short never looks complete: ``read()`` returns ``b''`` only after the writer called
+  ``finish()``; every other ending raises :class:`ClosedError` with a ``reason``.
+
+At interpreter exit the runtime is shut down (``shutdown()``, default deadline 2 s, environment variable
+``BCV_SHUTDOWN_TIMEOUT``) before non-daemon threads are joined, so threads blocked in bcv calls wake up
+with ``ClosedError(RUNTIME_SHUTDOWN)``. Strict mode is configured with ``BCV_STRICT`` (``warn``,
+``error``, optionally ``,wasip2``).
+
+Values carried by :func:`future` are arbitrary Python objects.
+"""
+
+from __future__ import annotations
+
+import atexit as _atexit
+import gc as _gc
+import os as _os
+import sys as _sys
+import threading as _threading
+
+from ._bcv import (
+    AEAD_KEY_LEN,
+    DEFAULT_CAPACITY,
+    FileSink,
+    FutureReader,
+    FutureWriter,
+    ReadStream,
+    Resource,
+    Scope,
+    TcpListener,
+    TcpSocket,
+    WriteStream,
+    __version__,
+    aead_decrypt,
+    aead_encrypt,
+    atcp_connect,
+    check,
+    diagnostics,
+    future,
+    gzip_compress,
+    gzip_decompress,
+    is_shut_down,
+    pipe,
+    read_file,
+    reaper_flush,
+    scope,
+    shutdown,
+    spawn_pipe,
+    stream_from_bytes,
+    strict_diagnostics,
+    tcp_connect,
+    tcp_listen,
+    wait_idle,
+    write_file,
+)
+from ._bcv import _before_exit as _bcv_before_exit
+from ._bcv import _gc_phase as _bcv_gc_phase
+from ._errors import (
+    AlreadyTakenError,
+    AuthenticationError,
+    BcvError,
+    BusyError,
+    ClosedError,
+    CorruptError,
+    InvalidArgumentError,
+    StrictModeViolation,
+    TimeoutError,
+    WouldDeadlockError,
+)
+from ._io import ReadStreamIO, WriteStreamIO
+
+__all__ = [
+    "AEAD_KEY_LEN",
+    "DEFAULT_CAPACITY",
+    "AlreadyTakenError",
+    "AuthenticationError",
+    "BcvError",
+    "BusyError",
+    "ClosedError",
+    "CorruptError",
+    "FileSink",
+    "FutureReader",
+    "FutureWriter",
+    "InvalidArgumentError",
+    "ReadStream",
+    "ReadStreamIO",
+    "Resource",
+    "Scope",
+    "StrictModeViolation",
+    "TcpListener",
+    "TcpSocket",
+    "TimeoutError",
+    "WouldDeadlockError",
+    "WriteStream",
+    "WriteStreamIO",
+    "__version__",
+    "aead_decrypt",
+    "aead_encrypt",
+    "atcp_connect",
+    "check",
+    "diagnostics",
+    "future",
+    "gzip_compress",
+    "gzip_decompress",
+    "is_shut_down",
+    "pipe",
+    "read_file",
+    "reaper_flush",
+    "scope",
+    "shutdown",
+    "spawn_pipe",
+    "stream_from_bytes",
+    "strict_diagnostics",
+    "tcp_connect",
+    "tcp_listen",
+    "wait_idle",
+    "write_file",
+]
+
+_DEFAULT_SHUTDOWN_TIMEOUT = 2.0
+
+
+def _shutdown_timeout() -> float:
+    """The exit-time shutdown deadline in seconds: ``BCV_SHUTDOWN_TIMEOUT`` or 2.0."""
+    text = _os.environ.get("BCV_SHUTDOWN_TIMEOUT", "")
+    try:
+        value = float(text) if text else _DEFAULT_SHUTDOWN_TIMEOUT
+    except ValueError:
+        return _DEFAULT_SHUTDOWN_TIMEOUT
+    return value if value >= 0 else _DEFAULT_SHUTDOWN_TIMEOUT
+
+
+def _exit_hook() -> None:
+    """Shuts the runtime down at interpreter exit (LIFETIMES.md P3). Never raises; keeps the exit status."""
+    if is_shut_down():
+        return
+    # Violations still queued on this thread must not stop the shutdown (they were already counted).
+    while True:
+        try:
+            check()
+            break
+        except StrictModeViolation:
+            continue
+    try:
+        shutdown(_shutdown_timeout())
+    except TimeoutError as e:
+        print(f"bcv: shutdown at exit timed out; nodes still busy: {list(e.stuck_node_ids)}", file=_sys.stderr)
+    except BaseException:  # noqa: BLE001 - an exit hook must not change the exit status
+        pass
+
+
+def _final_exit_hook() -> None:
+    """Last hook before finalization: shuts down if not done yet, then stops the SDK's threads from calling
+    into Python and lets callbacks still running return (bounded by the shutdown deadline)."""
+    _exit_hook()
+    try:
+        _bcv_before_exit(max(_shutdown_timeout(), 0.1))
+    except BaseException:  # noqa: BLE001
+        pass
+
+
+# on_data callbacks wait while a garbage collection is in progress, so they are never delivered to a
+# callback whose reference cycle is half cleared.
+_gc.callbacks.append(_bcv_gc_phase)
+
+# The first hook runs before threading joins non-daemon threads, so threads blocked in bcv calls wake up
+# with ClosedError(RUNTIME_SHUTDOWN); the second runs last, right before the interpreter finalizes.
+try:
+    _threading._register_atexit(_exit_hook)  # type: ignore[attr-defined]
+except (AttributeError, RuntimeError):  # pragma: no cover - other interpreters, or registering too late
+    pass
+_atexit.register(_final_exit_hook)

@@ -1,0 +1,149 @@
+"""Exception classes raised by bcv.
+
+Every exception raised by the SDK derives from :class:`BcvError`. Several also derive from the matching
+built-in exception so that generic handlers keep working: :class:`ClosedError` is a
+:class:`BrokenPipeError` (``errno == EPIPE``), :class:`TimeoutError` is a built-in :class:`TimeoutError`
+(``errno == ETIMEDOUT``), :class:`InvalidArgumentError` is a :class:`ValueError`.
+
+Operating-system failures (a file that cannot be opened, a port already in use) are raised as plain
+:class:`OSError` subclasses (``FileNotFoundError``, ``OSError`` with ``errno == EADDRINUSE``, ...), with a
+message naming the path or address.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import builtins as _builtins
+from typing import Any, Optional, Sequence
+
+__all__ = [
+    "BcvError",
+    "ClosedError",
+    "BusyError",
+    "TimeoutError",
+    "WouldDeadlockError",
+    "AuthenticationError",
+    "CorruptError",
+    "AlreadyTakenError",
+    "InvalidArgumentError",
+    "StrictModeViolation",
+]
+
+
+class BcvError(Exception):
+    """Base class of every error raised by bcv."""
+
+
+class ClosedError(BcvError, BrokenPipeError):
+    """The stream, future or resource is closed: the data was cut short and is never complete.
+
+    A reader gets this instead of a clean end of stream whenever the writer did not ``finish()``, a parent
+    was closed, the runtime shut down, and so on. It is an :class:`OSError` with ``errno == EPIPE``.
+
+    Attributes:
+        reason: why the node was closed, one of ``"SELF"``, ``"PARENT"``, ``"PEER_DROPPED"``,
+            ``"RUNTIME_SHUTDOWN"``, ``"HANDLE_RELEASED"``, ``"UPSTREAM"``, ``"SCOPE_EXITED"``,
+            ``"ABANDONED"``.
+        upstream: for ``reason == "UPSTREAM"``, the reason the upstream stage ended with; else ``None``.
+        accepted: for a failed write, how many bytes of the caller's data were accepted before the
+            error; else ``None``.
+        value: for a failed :meth:`bcv.FutureWriter.write`, the value handed back so that resources
+            inside it can be released; else ``None``.
+    """
+
+    reason: str
+    upstream: Optional[str]
+    accepted: Optional[int]
+    value: Any
+
+    def __init__(
+        self,
+        message: str,
+        reason: str = "SELF",
+        upstream: Optional[str] = None,
+        accepted: Optional[int] = None,
+        value: Any = None,
+    ) -> None:
+        super().__init__(_errno.EPIPE, message)
+        self.reason = reason
+        self.upstream = upstream
+        self.accepted = accepted
+        self.value = value
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.strerror, self.reason, self.upstream, self.accepted, self.value))
+
+
+class BusyError(BcvError):
+    """Another read (or write) is already in progress on this stream end; nothing was done."""
+
+
+class TimeoutError(BcvError, _builtins.TimeoutError):  # noqa: A001 - the SDK's own TimeoutError
+    """The operation did not complete in time. Nothing was lost; it may be retried.
+
+    Also a built-in :class:`TimeoutError` (``errno == ETIMEDOUT``).
+
+    Attributes:
+        stuck_node_ids: for :func:`bcv.shutdown`, the ids of the nodes still busy at the deadline.
+    """
+
+    stuck_node_ids: Sequence[int]
+
+    def __init__(self, message: str, stuck_node_ids: Sequence[int] = ()) -> None:
+        super().__init__(_errno.ETIMEDOUT, message)
+        self.stuck_node_ids = tuple(stuck_node_ids)
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.strerror, self.stuck_node_ids))
+
+
+class WouldDeadlockError(BcvError, RuntimeError):
+    """Waiting on this thread could deadlock (an SDK callback or runtime thread); nothing was waited for."""
+
+
+class AuthenticationError(BcvError):
+    """Encrypted input failed authentication: wrong key, tampered or truncated ciphertext."""
+
+
+class CorruptError(BcvError):
+    """Compressed or framed input is malformed or truncated, or a producer failed mid-stream."""
+
+
+class AlreadyTakenError(BcvError):
+    """A child that can be taken only once (a socket's stream, a future's value) was already taken."""
+
+
+class InvalidArgumentError(BcvError, ValueError):
+    """An argument was rejected (a bad key length, compression level, ...)."""
+
+
+class StrictModeViolation(BcvError):
+    """A strict-mode ordering violation recorded on this thread (level ``error``, see ``BCV_STRICT``).
+
+    Raised at the next SDK call on the thread that caused it, or by :func:`bcv.check`; never inside a
+    finalizer. Strict mode never changes behaviour: the operation that raised did nothing.
+
+    Attributes:
+        kind: ``"V1"`` ... ``"V6"`` (V2: writer released without ``finish()``, V3: future writer released
+            without a value, V4: resource garbage-collected while open, V5: use after close, ...).
+        node_id: the id of the node concerned.
+        node_label: its label, e.g. ``"pipe writer"``.
+        creation_backtrace: where the node was created, when strict mode was on at that time.
+    """
+
+    kind: str
+    node_id: int
+    node_label: str
+    creation_backtrace: Optional[str]
+
+    def __init__(
+        self, message: str, kind: str = "", node_id: int = 0, node_label: str = "", creation_backtrace: Optional[str] = None
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.node_id = node_id
+        self.node_label = node_label
+        self.creation_backtrace = creation_backtrace
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.args[0], self.kind, self.node_id, self.node_label, self.creation_backtrace))

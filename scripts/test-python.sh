@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Builds and tests the Python package (bindings/python): the LIFETIMES.md §7 scenarios tagged Py.
+#
+# Idempotent. Uses a venv at ${BCV_CACHE:-$HOME/.cache/bcv}/venv-py (created on first use), installs the
+# pinned pytest and the package with `pip install ./bindings/python` (maturin, release build; an exported
+# CARGO_TARGET_DIR is respected), then runs pytest under `-X dev -W error::ResourceWarning`.
+# Extra arguments go to pytest. Exits non-zero on any failure. Run from anywhere; needs no stdin.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cache="${BCV_CACHE:-$HOME/.cache/bcv}"
+venv="$cache/venv-py"
+python="${PYTHON:-python3}"
+pytest_version="9.2.0"
+
+if [ ! -x "$venv/bin/python" ]; then
+    mkdir -p "$cache"
+    "$python" -m venv "$venv"
+fi
+
+pip=("$venv/bin/python" -m pip --disable-pip-version-check --no-input)
+"${pip[@]}" install --quiet "pytest==$pytest_version"
+# --force-reinstall: the version does not change between builds, but the code does.
+"${pip[@]}" install --quiet --force-reinstall --no-deps "$repo/bindings/python"
+
+cd "$repo/bindings/python"
+exec "$venv/bin/python" -X dev -W error::ResourceWarning -m pytest -p no:cacheprovider -q tests "$@"
