@@ -60,7 +60,8 @@ impl Drop for Completion {
     fn drop(&mut self) {
         if self.target.is_some() {
             let target = self.target.take();
-            Completion { target }.complete(|py| Err(errors::closed_error(py, Closed::new(CloseReason::RuntimeShutdown), None, None)));
+            Completion { target }
+                .complete(|py| Err(errors::closed_error(py, Closed::new(CloseReason::RuntimeShutdown), None, None)));
         }
     }
 }
@@ -114,7 +115,12 @@ fn runtime() -> &'static Runtime {
 /// Runs `fut` on the bcv executor and returns an `asyncio.Future` of the running loop that `convert`
 /// completes; `owner` (the handle the operation runs on) stays alive until then. Errors: `RuntimeError`
 /// when no event loop is running in this thread.
-pub(crate) fn spawn<'py, F, T, C>(owner: &Bound<'py, PyAny>, chain: Option<&Chain>, fut: F, convert: C) -> PyResult<Bound<'py, PyAny>>
+pub(crate) fn spawn<'py, F, T, C>(
+    owner: &Bound<'py, PyAny>,
+    chain: Option<&Chain>,
+    fut: F,
+    convert: C,
+) -> PyResult<Bound<'py, PyAny>>
 where
     F: Future<Output = T> + Send + 'static,
     T: Send + 'static,
@@ -133,7 +139,11 @@ where
         let out = fut.await;
         completion.complete(move |py| convert(py, out));
     });
-    let canceller = Canceller { task: Mutex::new(Some(task)), chain: chain.cloned(), owner: Mutex::new(Some(owner.clone().unbind())) };
+    let canceller = Canceller {
+        task: Mutex::new(Some(task)),
+        chain: chain.cloned(),
+        owner: Mutex::new(Some(owner.clone().unbind())),
+    };
     future.call_method1("add_done_callback", (Py::new(py, canceller)?,))?;
     Ok(future)
 }
@@ -146,7 +156,11 @@ pub(crate) fn ready<'py>(py: Python<'py>, value: Bound<'py, PyAny>) -> PyResult<
 }
 
 /// `aclose()`: `close_and_wait` on the executor. A consumed handle completes at once.
-pub(crate) fn close_and_wait<'py, T>(owner: &Bound<'py, PyAny>, handle: Option<Arc<T>>, timeout: f64) -> PyResult<Bound<'py, PyAny>>
+pub(crate) fn close_and_wait<'py, T>(
+    owner: &Bound<'py, PyAny>,
+    handle: Option<Arc<T>>,
+    timeout: f64,
+) -> PyResult<Bound<'py, PyAny>>
 where
     T: Deref<Target = Node> + Send + Sync + 'static,
 {

@@ -44,7 +44,9 @@ fn os_message(source: &std::io::Error) -> String {
 pub(crate) fn to_pyerr(py: Python<'_>, error: Error) -> PyErr {
     match error {
         Error::Closed(c) => closed_error(py, c, None, None),
-        Error::Busy(what) => make(py, "BusyError", (format!("another operation is already in progress on this {what}"),)),
+        Error::Busy(what) => {
+            make(py, "BusyError", (format!("another operation is already in progress on this {what}"),))
+        }
         Error::Timeout(d) => make(py, "TimeoutError", (format!("timed out after {:.3} s", d.as_secs_f64()),)),
         Error::WouldDeadlock => would_deadlock(py),
         Error::AlreadyTaken(what) => make(py, "AlreadyTakenError", (format!("{what} was already taken"),)),

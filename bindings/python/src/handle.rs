@@ -236,7 +236,11 @@ pub(crate) enum Wait<E> {
 ///
 /// On the main thread the wait is cut into slices of at most 100 ms with a signal check between them, so
 /// Ctrl-C works; `op` must therefore be safe to retry after a timeout (core timeouts lose nothing).
-pub(crate) fn call<T, E>(py: Python<'_>, timeout: Option<Duration>, op: impl Fn(Option<Duration>) -> Result<T, E> + Sync) -> Result<T, Wait<E>>
+pub(crate) fn call<T, E>(
+    py: Python<'_>,
+    timeout: Option<Duration>,
+    op: impl Fn(Option<Duration>) -> Result<T, E> + Sync,
+) -> Result<T, Wait<E>>
 where
     T: Send,
     E: Timed + Send,
@@ -262,7 +266,11 @@ where
 }
 
 /// [`call`] for operations that fail with a core [`Error`], converted to Python.
-pub(crate) fn call_py<T: Send>(py: Python<'_>, timeout: Option<Duration>, op: impl Fn(Option<Duration>) -> Result<T, Error> + Sync) -> PyResult<T> {
+pub(crate) fn call_py<T: Send>(
+    py: Python<'_>,
+    timeout: Option<Duration>,
+    op: impl Fn(Option<Duration>) -> Result<T, Error> + Sync,
+) -> PyResult<T> {
     call(py, timeout, op).map_err(|e| match e {
         Wait::Op(e) => errors::to_pyerr(py, e),
         Wait::Py(e) => e,

@@ -120,7 +120,11 @@ fn gzip_decompress(py: Python<'_>, input: &Bound<'_, PyReadStream>) -> PyResult<
 /// Encrypts `input` (consumed) with AES-256-GCM in authenticated 64 KiB chunks under the 32-byte `key`;
 /// returns `(transformer, output)`. Raises `InvalidArgumentError` for a bad key (`input` left untouched).
 #[pyfunction]
-fn aead_encrypt(py: Python<'_>, input: &Bound<'_, PyReadStream>, key: &Bound<'_, PyAny>) -> PyResult<(PyResource, PyReadStream)> {
+fn aead_encrypt(
+    py: Python<'_>,
+    input: &Bound<'_, PyReadStream>,
+    key: &Bound<'_, PyAny>,
+) -> PyResult<(PyResource, PyReadStream)> {
     errors::enter(py)?;
     let key = check_key(py, key)?;
     let input = input.get().take(py)?;
@@ -134,7 +138,11 @@ fn aead_encrypt(py: Python<'_>, input: &Bound<'_, PyReadStream>, key: &Bound<'_,
 /// makes `output` raise `AuthenticationError` (or `ClosedError(UPSTREAM)` if the input was cut short),
 /// never a clean end of stream.
 #[pyfunction]
-fn aead_decrypt(py: Python<'_>, input: &Bound<'_, PyReadStream>, key: &Bound<'_, PyAny>) -> PyResult<(PyResource, PyReadStream)> {
+fn aead_decrypt(
+    py: Python<'_>,
+    input: &Bound<'_, PyReadStream>,
+    key: &Bound<'_, PyAny>,
+) -> PyResult<(PyResource, PyReadStream)> {
     errors::enter(py)?;
     let key = check_key(py, key)?;
     let input = input.get().take(py)?;

@@ -6,10 +6,10 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 
 use bcv_core::handle::{Error, FileSink, FutureReader, Resource, Runtime, TcpListener, TcpSocket};
+use pyo3::PyTraverseError;
 use pyo3::exceptions::PyOSError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::PyTraverseError;
 
 use crate::aio::{self, Chain};
 use crate::errors;
@@ -136,7 +136,8 @@ handle_class!(PyFileSink {
 
 /// Resolves `host`/`port` (blocking DNS lookup; run without the GIL).
 fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, Error> {
-    let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs().map_err(|e| Error::io(format!("resolving {host}:{port}"), e))?.collect();
+    let addrs: Vec<SocketAddr> =
+        (host, port).to_socket_addrs().map_err(|e| Error::io(format!("resolving {host}:{port}"), e))?.collect();
     if addrs.is_empty() {
         return Err(Error::io(format!("resolving {host}:{port}"), std::io::Error::other("no address found")));
     }
@@ -160,7 +161,12 @@ pub(crate) fn listen(rt: &Runtime, host: &str, port: u16) -> Result<TcpListener,
 }
 
 /// Connects to the first address of `host`/`port` that accepts, within `timeout`.
-pub(crate) fn connect(rt: &Runtime, host: &str, port: u16, timeout: Option<std::time::Duration>) -> Result<TcpSocket, Error> {
+pub(crate) fn connect(
+    rt: &Runtime,
+    host: &str,
+    port: u16,
+    timeout: Option<std::time::Duration>,
+) -> Result<TcpSocket, Error> {
     let mut last = None;
     for addr in resolve(host, port)? {
         let attempt = rt.block_on(async {
@@ -180,8 +186,10 @@ pub(crate) fn connect(rt: &Runtime, host: &str, port: u16, timeout: Option<std::
 /// Async form of [`connect`] (no time limit; use `asyncio.wait_for`).
 pub(crate) async fn connect_async(host: String, port: u16) -> Result<TcpSocket, Error> {
     let rt = Runtime::global();
-    let addrs: Vec<SocketAddr> =
-        tokio::net::lookup_host((host.as_str(), port)).await.map_err(|e| Error::io(format!("resolving {host}:{port}"), e))?.collect();
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|e| Error::io(format!("resolving {host}:{port}"), e))?
+        .collect();
     let mut last = Error::io(format!("resolving {host}:{port}"), std::io::Error::other("no address found"));
     for addr in addrs {
         match rt.tcp_connect(addr).await {
@@ -321,4 +329,3 @@ handle_class!(PyTcpSocket {
         addr_tuple(self.local)
     }
 });
-

@@ -40,7 +40,12 @@ impl PyScope {
     }
 
     /// Leaves the scope and closes every node it still owns (`SCOPE_EXITED`). Never suppresses exceptions.
-    fn __exit__(&self, _exc_type: Option<Bound<'_, PyAny>>, _exc: Option<Bound<'_, PyAny>>, _tb: Option<Bound<'_, PyAny>>) -> bool {
+    fn __exit__(
+        &self,
+        _exc_type: Option<Bound<'_, PyAny>>,
+        _exc: Option<Bound<'_, PyAny>>,
+        _tb: Option<Bound<'_, PyAny>>,
+    ) -> bool {
         self.close_inner();
         false
     }

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use bcv_core::handle::{DEFAULT_CAPACITY, Error, ReadStream, StreamEvent, WriteStream};
 use bytes::{Buf, Bytes};
+use pyo3::PyTraverseError;
 use pyo3::exceptions::{PyStopAsyncIteration, PyTypeError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyTuple};
-use pyo3::PyTraverseError;
 
 use crate::aio::{self, Chain};
 use crate::errors;
