@@ -5,6 +5,14 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$BCV_ROOT"
 out="$CARGO_TARGET_DIR/c-tests"
+
+# Tools this suite needs; a fresh machine may lack them.
+missing=()
+for tool in pkg-config valgrind gcc; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+if [ "${#missing[@]}" -gt 0 ]; then
+    step "C: installing ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
 mkdir -p "$out"
 
 step "C: include/bcv.h matches what cbindgen generates"
