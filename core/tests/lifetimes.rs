@@ -690,3 +690,37 @@ fn async_pipe_and_tcp_echo() {
     assert!(echoed);
     assert_idle(&rt);
 }
+
+#[test]
+fn accept_and_connect_from_a_foreign_executor() {
+    // A caller driving bcv futures from its own executor (no tokio context), as UniFFI or napi do.
+    let rt = runtime();
+    let listener = rt.tcp_listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr();
+    let client = std::thread::spawn(move || std::net::TcpStream::connect(addr).unwrap());
+    let socket = futures_lite_block_on(listener.accept()).unwrap();
+    let _peer = client.join().unwrap();
+    assert_eq!(socket.local_addr(), addr);
+    drop((socket, listener));
+    assert_idle(&rt);
+}
+
+/// A minimal executor with no tokio context: polls on this thread, parking between wake-ups.
+fn futures_lite_block_on<F: std::future::Future>(fut: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+}

@@ -150,6 +150,19 @@ impl RtShared {
     }
 }
 
+/// Polls `fut` inside this runtime's tokio context, so I/O it creates (an accepted socket) registers with
+/// bcv's reactor whichever executor (or none) drives the caller.
+pub(crate) fn in_context<F: std::future::Future>(
+    handle: tokio::runtime::Handle,
+    fut: F,
+) -> impl std::future::Future<Output = F::Output> {
+    let mut fut = Box::pin(fut);
+    std::future::poll_fn(move |cx| {
+        let _enter = handle.enter();
+        fut.as_mut().poll(cx)
+    })
+}
+
 impl Drop for RtShared {
     fn drop(&mut self) {
         lock(&self.reaper_tx).take();

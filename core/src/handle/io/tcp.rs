@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::handle::node::{Node, lock};
 use crate::handle::reason::{CloseReason, Closed, Error, Result};
 use crate::handle::resource::TaskResource;
-use crate::handle::runtime::Runtime;
+use crate::handle::runtime::{Runtime, in_context};
 use crate::handle::stream::{DEFAULT_CAPACITY, Failure, ReadStream, WriteStream, pipe_with_parents};
 
 /// A listening TCP socket.
@@ -77,8 +77,9 @@ impl TcpListener {
         let listener = self.listener.upgrade().ok_or_else(closed)?;
         // The wait runs on the runtime's executor (the caller may be on another one); close() ends it, and
         // the in-flight guard keeps the fd open until it has returned (S4).
+        let accept = in_context(self.rt.tokio_handle().clone(), listener.accept());
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            accepted = accept => accepted,
             c = self.node.core.closed_wait() => return Err(c.into()),
         };
         drop(listener);
