@@ -697,11 +697,18 @@ fn accept_and_connect_from_a_foreign_executor() {
     let rt = runtime();
     let listener = rt.tcp_listen("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr();
-    let client = std::thread::spawn(move || std::net::TcpStream::connect(addr).unwrap());
+    let rt2 = rt.clone();
+    let client = std::thread::spawn(move || futures_lite_block_on(rt2.tcp_connect(addr)).unwrap());
     let socket = futures_lite_block_on(listener.accept()).unwrap();
-    let _peer = client.join().unwrap();
+    let peer = client.join().unwrap();
     assert_eq!(socket.local_addr(), addr);
-    drop((socket, listener));
+    let send = peer.take_send().unwrap();
+    futures_lite_block_on(send.write(b"ping")).unwrap();
+    send.finish().unwrap();
+    let got = futures_lite_block_on(socket.take_receive().unwrap().read_to_end()).unwrap();
+    assert_eq!(&got[..], b"ping");
+    futures_lite_block_on(listener.close_and_wait(Duration::from_secs(5))).unwrap();
+    drop((socket, listener, peer, send));
     assert_idle(&rt);
 }
 

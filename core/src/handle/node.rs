@@ -328,7 +328,13 @@ impl NodeCore {
                 listener.await;
             }
         };
-        tokio::time::timeout(timeout, wait).await.map_err(|_| CloseWaitError::Timeout)
+        // The timer belongs to bcv's executor, whichever executor (or none) polls this future.
+        let timed =
+            super::runtime::in_context(
+                self.rt.tokio().clone(),
+                async move { tokio::time::timeout(timeout, wait).await },
+            );
+        timed.await.map_err(|_| CloseWaitError::Timeout)
     }
 
     /// Resolves with the close reason once the node starts closing (for `select!` against a wait).
