@@ -1,0 +1,226 @@
+//! The error, close-reason and state types shared by every object, mirrored from `bcv_core::handle`.
+
+use std::time::Duration;
+
+use bcv_core::handle as core;
+
+/// Why a node was closed. Mirrors `bcv_core::handle::CloseReason` (the C ABI's `BCV_REASON_*` values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, uniffi::Enum)]
+pub enum CloseReason {
+    /// This handle was closed by its owner (`close()`), or it was consumed by a transformer.
+    SelfClosed,
+    /// A parent was closed and the close cascaded to this dependent child.
+    Parent,
+    /// The other end of a stream or future was released or closed without finishing.
+    PeerDropped,
+    /// The runtime was shut down (`shutdown(timeoutMs:)`).
+    RuntimeShutdown,
+    /// An operation was in flight when the last handle to its node was released.
+    HandleReleased,
+    /// An error carried through a pipe or transformer; `upstream` holds the inner reason.
+    Upstream,
+    /// The scope that owned this node exited.
+    ScopeExited,
+    /// A sibling needed to produce this result was closed.
+    Abandoned,
+}
+
+impl From<core::CloseReason> for CloseReason {
+    fn from(r: core::CloseReason) -> CloseReason {
+        match r {
+            core::CloseReason::SelfClosed => CloseReason::SelfClosed,
+            core::CloseReason::Parent => CloseReason::Parent,
+            core::CloseReason::PeerDropped => CloseReason::PeerDropped,
+            core::CloseReason::RuntimeShutdown => CloseReason::RuntimeShutdown,
+            core::CloseReason::HandleReleased => CloseReason::HandleReleased,
+            core::CloseReason::Upstream => CloseReason::Upstream,
+            core::CloseReason::ScopeExited => CloseReason::ScopeExited,
+            core::CloseReason::Abandoned => CloseReason::Abandoned,
+        }
+    }
+}
+
+impl From<CloseReason> for core::CloseReason {
+    fn from(r: CloseReason) -> core::CloseReason {
+        match r {
+            CloseReason::SelfClosed => core::CloseReason::SelfClosed,
+            CloseReason::Parent => core::CloseReason::Parent,
+            CloseReason::PeerDropped => core::CloseReason::PeerDropped,
+            CloseReason::RuntimeShutdown => core::CloseReason::RuntimeShutdown,
+            CloseReason::HandleReleased => core::CloseReason::HandleReleased,
+            CloseReason::Upstream => core::CloseReason::Upstream,
+            CloseReason::ScopeExited => core::CloseReason::ScopeExited,
+            CloseReason::Abandoned => core::CloseReason::Abandoned,
+        }
+    }
+}
+
+/// How a node ended: its close reason and, for `Upstream`, the reason the upstream stage ended with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct ClosedInfo {
+    /// Why the node was closed.
+    pub reason: CloseReason,
+    /// For `Upstream`, the root reason upstream; `nil` otherwise.
+    pub upstream: Option<CloseReason>,
+}
+
+impl From<core::Closed> for ClosedInfo {
+    fn from(c: core::Closed) -> ClosedInfo {
+        ClosedInfo { reason: c.reason.into(), upstream: c.upstream.map(Into::into) }
+    }
+}
+
+/// The lifecycle state of a node (LIFETIMES.md §2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum NodeState {
+    /// Working; at least one handle is alive.
+    Open,
+    /// Working, but only children or in-flight operations hold it.
+    Orphaned,
+    /// `close()` was called; in-flight operations are being cancelled.
+    Closing,
+    /// Closed and its OS resources released.
+    Closed,
+}
+
+impl From<core::NodeState> for NodeState {
+    fn from(s: core::NodeState) -> NodeState {
+        match s {
+            core::NodeState::Open => NodeState::Open,
+            core::NodeState::Orphaned => NodeState::Orphaned,
+            core::NodeState::Closing => NodeState::Closing,
+            core::NodeState::Closed => NodeState::Closed,
+        }
+    }
+}
+
+/// Every error a bcv call can throw. In Swift: `BcvError`, an `Error` enum with associated values.
+#[derive(Debug, thiserror::Error, uniffi::Error)]
+pub enum BcvError {
+    /// The node (or the stream it belongs to) is closed: the data was cut short, never complete.
+    /// `upstream` is set when `reason` is `Upstream`.
+    #[error("closed: {reason:?}{}", upstream.map(|u| format!("({u:?})")).unwrap_or_default())]
+    Closed {
+        /// Why the node was closed.
+        reason: CloseReason,
+        /// For `Upstream`, the reason the upstream stage ended with.
+        upstream: Option<CloseReason>,
+    },
+    /// Another read (or write) is already in progress on this end, or the handle is in use by an
+    /// operation and cannot be consumed right now.
+    #[error("busy: {message}")]
+    Busy {
+        /// What was busy.
+        message: String,
+    },
+    /// The time limit passed; nothing was lost and the call may be retried.
+    #[error("timed out: {message}")]
+    Timeout {
+        /// What timed out (for `shutdown`, the ids of the nodes still busy).
+        message: String,
+    },
+    /// Refused because waiting on this thread could deadlock (an SDK callback or runtime thread).
+    #[error("waiting here could deadlock")]
+    WouldDeadlock,
+    /// Encrypted input failed authentication: wrong key, tampered or truncated ciphertext.
+    #[error("authentication failed: {message}")]
+    Authentication {
+        /// Details.
+        message: String,
+    },
+    /// Compressed or framed input is malformed.
+    #[error("corrupt input: {message}")]
+    Corrupt {
+        /// Details.
+        message: String,
+    },
+    /// An operating-system I/O error, naming the path or address concerned.
+    #[error("i/o error: {message}")]
+    Io {
+        /// What was being done and the OS error.
+        message: String,
+    },
+    /// The caller passed an invalid argument (bad key length, bad address, write after finish, …).
+    #[error("invalid argument: {message}")]
+    InvalidArgument {
+        /// Details.
+        message: String,
+    },
+    /// A child that can be taken only once (a socket's receive stream, a future's value) was taken.
+    #[error("already taken: {message}")]
+    AlreadyTaken {
+        /// What was already taken.
+        message: String,
+    },
+    /// The call was cancelled through its `CancelToken` (the Swift layer turns this into
+    /// `CancellationError`). The stream or future is left open and nothing was lost.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl From<core::Closed> for BcvError {
+    fn from(c: core::Closed) -> BcvError {
+        BcvError::Closed { reason: c.reason.into(), upstream: c.upstream.map(Into::into) }
+    }
+}
+
+impl From<core::Error> for BcvError {
+    fn from(e: core::Error) -> BcvError {
+        match e {
+            core::Error::Closed(c) => c.into(),
+            core::Error::Busy(what) => {
+                BcvError::Busy { message: format!("another operation is in progress on this {what}") }
+            }
+            core::Error::Timeout(d) => BcvError::Timeout { message: format!("after {d:?}") },
+            core::Error::WouldDeadlock => BcvError::WouldDeadlock,
+            core::Error::AlreadyTaken(what) => BcvError::AlreadyTaken { message: what.to_string() },
+            core::Error::InvalidArgument(m) => BcvError::InvalidArgument { message: m },
+            e @ core::Error::Io { .. } => BcvError::Io { message: e.to_string() },
+            core::Error::Authentication(m) => BcvError::Authentication { message: m },
+            core::Error::Corrupt(m) => BcvError::Corrupt { message: m },
+            // `core::Error` is non-exhaustive: a kind added later still reaches Swift with its message.
+            other => BcvError::Io { message: other.to_string() },
+        }
+    }
+}
+
+impl From<core::WriteError> for BcvError {
+    fn from(e: core::WriteError) -> BcvError {
+        e.error.into()
+    }
+}
+
+impl From<core::CloseWaitError> for BcvError {
+    fn from(e: core::CloseWaitError) -> BcvError {
+        match e {
+            core::CloseWaitError::Timeout => BcvError::Timeout { message: "close did not complete in time".into() },
+            core::CloseWaitError::WouldDeadlock => BcvError::WouldDeadlock,
+        }
+    }
+}
+
+impl From<core::ShutdownError> for BcvError {
+    fn from(e: core::ShutdownError) -> BcvError {
+        match e {
+            core::ShutdownError::Timeout { stuck_node_ids } => {
+                BcvError::Timeout { message: format!("shutdown: nodes still busy: {stuck_node_ids:?}") }
+            }
+            core::ShutdownError::WouldDeadlock => BcvError::WouldDeadlock,
+        }
+    }
+}
+
+/// The error of a handle that was consumed (moved into a transformer): `Closed{SELF}` (LIFETIMES.md O1).
+pub(crate) fn consumed() -> BcvError {
+    BcvError::Closed { reason: CloseReason::SelfClosed, upstream: None }
+}
+
+/// A millisecond count from Swift as a `Duration`.
+pub(crate) fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+/// An optional millisecond time limit (`nil` = wait as long as it takes).
+pub(crate) fn opt_millis(ms: Option<u64>) -> Option<Duration> {
+    ms.map(Duration::from_millis)
+}
