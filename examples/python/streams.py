@@ -1,4 +1,5 @@
-"""Pipes a file through gzip and AES-256-GCM into a sealed file, then back, and checks the round trip.
+"""Pipes a file through gzip and AES-256-GCM into a sealed file, then back, and checks the round trip;
+then POSTs the sealed file to a local bcv HTTP server.
 
 Run: python examples/python/streams.py [FILE]   (without FILE, a sample file is generated)
 """
@@ -9,6 +10,7 @@ import hashlib
 import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import bcv
@@ -33,6 +35,25 @@ def unseal(src: Path, dst: Path, key: bytes) -> int:
     with file, dec, gz, bcv.write_file(dst) as sink:
         bcv.spawn_pipe(plain, sink.writer)
         return sink.wait(timeout=60)
+
+
+def post(path: Path) -> str:
+    """Streams `path` to a local bcv HTTP server that answers with the SHA-256 of the body it received."""
+    with bcv.http_serve("127.0.0.1", 0) as server:
+
+        def serve() -> None:
+            with server.next_request(timeout=10) as request:
+                body, _trailers = request.take_body()
+                request.respond_with(200, body=hashlib.sha256(body.read(timeout=60)).hexdigest().encode())
+
+        server_thread = threading.Thread(target=serve)
+        server_thread.start()
+        file, stream = bcv.read_file(path)  # the request body streams from the file
+        with file, bcv.http_request("POST", f"http://127.0.0.1:{server.local_port}/", body=stream) as response:
+            body, _trailers = response.take_body()
+            answer = body.read(timeout=60).decode()
+        server_thread.join()
+        return answer
 
 
 def digest(path: Path) -> str:
@@ -71,6 +92,8 @@ def run(work: Path) -> int:
             out.read()
         except bcv.AuthenticationError as e:
             print(f"reading it directly raises {type(e).__name__}: {e}")
+    remote = post(sealed)
+    print(f"POSTed {sealed} over HTTP: the server got sha256 {remote[:16]} (same: {remote[:16] == digest(sealed)})")
     print(f"live nodes after closing everything: {bcv.wait_idle(5)}")
     return 0 if same else 1
 

@@ -16,11 +16,13 @@ mod aio;
 mod errors;
 mod future;
 mod handle;
+mod http;
 mod resource;
 mod scope;
 mod stream;
 
 use future::{PyFutureReader, PyFutureWriter};
+use http::{PyHttpHead, PyHttpServer, PyIncomingMessage, PyTrailers};
 use resource::{PyFileSink, PyResource, PyTcpListener, PyTcpSocket};
 use scope::PyScope;
 use stream::{PyReadStream, PyWriteStream, to_bytes};
@@ -180,6 +182,61 @@ fn atcp_connect<'py>(py: Python<'py>, host: String, port: u16) -> PyResult<Bound
     })
 }
 
+/// Serves HTTP/1.1 on `host`:`port` (port 0 picks a free port; see `server.local_port`). Raises `OSError`
+/// (e.g. `errno.EADDRINUSE`) naming the address.
+#[pyfunction]
+fn http_serve(py: Python<'_>, host: String, port: u16) -> PyResult<PyHttpServer> {
+    errors::enter(py)?;
+    let s = py.detach(|| http::serve(rt(), &host, port)).map_err(py_err(py))?;
+    Ok(PyHttpServer::new(s))
+}
+
+/// Sends an HTTP/1.1 request to `url` (`http://` only) and waits for the response head; returns the
+/// response as an `IncomingMessage` (read its body with `take_body()`).
+///
+/// `headers` is a mapping or a list of `(name, value)` pairs. `body` is a bytes-like object or a
+/// `ReadStream`, which is consumed (even if the request fails) and streamed as the request body; a stream
+/// cut short aborts the request. Raises `InvalidArgumentError` for a bad URL, method or header, `OSError`
+/// (e.g. `ConnectionRefusedError`) naming the URL when the exchange fails, `bcv.TimeoutError` if no response
+/// head arrived within `timeout` seconds.
+#[pyfunction]
+#[pyo3(signature = (method, url, headers = None, body = None, timeout = None))]
+fn http_request(
+    py: Python<'_>,
+    method: String,
+    url: String,
+    headers: Option<&Bound<'_, PyAny>>,
+    body: Option<&Bound<'_, PyAny>>,
+    timeout: Option<f64>,
+) -> PyResult<PyIncomingMessage> {
+    errors::enter(py)?;
+    let limit = handle::duration(timeout)?;
+    let headers = http::to_fields(headers)?;
+    let body = http::to_body(py, body)?;
+    let m = py.detach(|| http::request(rt(), &method, &url, &headers, body, limit)).map_err(py_err(py))?;
+    Ok(PyIncomingMessage::new(m))
+}
+
+/// Awaitable `http_request` (no time limit of its own; use `asyncio.wait_for`).
+#[pyfunction]
+#[pyo3(signature = (method, url, headers = None, body = None))]
+fn ahttp_request<'py>(
+    py: Python<'py>,
+    method: String,
+    url: String,
+    headers: Option<&Bound<'py, PyAny>>,
+    body: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    errors::enter(py)?;
+    let headers = http::to_fields(headers)?;
+    let body = http::to_body(py, body)?;
+    let fut = async move { rt().http_request(&method, &url, &headers, body).await };
+    aio::spawn(py.None().bind(py), None, fut, |py, r| match r {
+        Ok(m) => Ok(Py::new(py, PyIncomingMessage::new(m))?.into_any()),
+        Err(e) => Err(errors::to_pyerr(py, e)),
+    })
+}
+
 /// Creates a one-shot future carrying one Python object; returns `(writer, reader)`.
 #[pyfunction(name = "future")]
 fn new_future(py: Python<'_>) -> PyResult<(PyFutureWriter, PyFutureReader)> {
@@ -307,6 +364,10 @@ fn _bcv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyFutureWriter>()?;
     m.add_class::<PyFutureReader>()?;
     m.add_class::<PyScope>()?;
+    m.add_class::<PyHttpServer>()?;
+    m.add_class::<PyHttpHead>()?;
+    m.add_class::<PyIncomingMessage>()?;
+    m.add_class::<PyTrailers>()?;
     m.add_function(wrap_pyfunction!(pipe, m)?)?;
     m.add_function(wrap_pyfunction!(stream_from_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(read_file, m)?)?;
@@ -318,6 +379,9 @@ fn _bcv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tcp_listen, m)?)?;
     m.add_function(wrap_pyfunction!(tcp_connect, m)?)?;
     m.add_function(wrap_pyfunction!(atcp_connect, m)?)?;
+    m.add_function(wrap_pyfunction!(http_serve, m)?)?;
+    m.add_function(wrap_pyfunction!(http_request, m)?)?;
+    m.add_function(wrap_pyfunction!(ahttp_request, m)?)?;
     m.add_function(wrap_pyfunction!(new_future, m)?)?;
     m.add_function(wrap_pyfunction!(spawn_pipe, m)?)?;
     m.add_function(wrap_pyfunction!(new_scope, m)?)?;

@@ -135,7 +135,7 @@ handle_class!(PyFileSink {
 });
 
 /// Resolves `host`/`port` (blocking DNS lookup; run without the GIL).
-fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, Error> {
+pub(crate) fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, Error> {
     let addrs: Vec<SocketAddr> =
         (host, port).to_socket_addrs().map_err(|e| Error::io(format!("resolving {host}:{port}"), e))?.collect();
     if addrs.is_empty() {
@@ -144,7 +144,7 @@ fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, Error> {
     Ok(addrs)
 }
 
-fn addr_tuple(a: SocketAddr) -> (String, u16) {
+pub(crate) fn addr_tuple(a: SocketAddr) -> (String, u16) {
     (a.ip().to_string(), a.port())
 }
 

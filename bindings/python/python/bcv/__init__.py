@@ -1,4 +1,4 @@
-"""bcv: byte streams, files, TCP sockets, gzip and AES-GCM transformers with well-defined lifetimes.
+"""bcv: byte streams, files, TCP sockets, HTTP/1.1, gzip and AES-GCM transformers with well-defined lifetimes.
 
 Every object returned by bcv is a *handle* holding one reference to a node of the Rust core:
 
@@ -16,6 +16,11 @@ with ``ClosedError(RUNTIME_SHUTDOWN)``. Strict mode is configured with ``BCV_STR
 ``error``, optionally ``,wasip2``).
 
 Values carried by :func:`future` are arbitrary Python objects.
+
+HTTP/1.1: :func:`http_serve` returns an :class:`HttpServer` whose ``next_request()`` hands out
+:class:`IncomingMessage` requests; :func:`http_request` returns the response as an :class:`IncomingMessage`.
+A message's ``take_body()`` gives ``(body, trailers)``: both keep working after the message is dropped
+(take the body, drop the request, keep reading), and end with ``ClosedError(PARENT)`` if it is closed.
 """
 
 from __future__ import annotations
@@ -32,21 +37,28 @@ from ._bcv import (
     FileSink,
     FutureReader,
     FutureWriter,
+    HttpHead,
+    HttpServer,
+    IncomingMessage,
     ReadStream,
     Resource,
     Scope,
     TcpListener,
     TcpSocket,
+    Trailers,
     WriteStream,
     __version__,
     aead_decrypt,
     aead_encrypt,
+    ahttp_request,
     atcp_connect,
     check,
     diagnostics,
     future,
     gzip_compress,
     gzip_decompress,
+    http_request,
+    http_serve,
     is_shut_down,
     pipe,
     read_file,
@@ -89,6 +101,9 @@ __all__ = [
     "FileSink",
     "FutureReader",
     "FutureWriter",
+    "HttpHead",
+    "HttpServer",
+    "IncomingMessage",
     "InvalidArgumentError",
     "ReadStream",
     "ReadStreamIO",
@@ -98,18 +113,22 @@ __all__ = [
     "TcpListener",
     "TcpSocket",
     "TimeoutError",
+    "Trailers",
     "WouldDeadlockError",
     "WriteStream",
     "WriteStreamIO",
     "__version__",
     "aead_decrypt",
     "aead_encrypt",
+    "ahttp_request",
     "atcp_connect",
     "check",
     "diagnostics",
     "future",
     "gzip_compress",
     "gzip_decompress",
+    "http_request",
+    "http_serve",
     "is_shut_down",
     "pipe",
     "read_file",

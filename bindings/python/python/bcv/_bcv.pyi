@@ -4,7 +4,23 @@ from __future__ import annotations
 
 import os
 from types import TracebackType
-from typing import Any, Awaitable, Callable, Dict, Generator, Iterator, List, Literal, Optional, Tuple, Type, TypeVar, Union
+from typing import (
+    Any,
+    Awaitable,
+    Callable,
+    Dict,
+    Generator,
+    Iterable,
+    Iterator,
+    List,
+    Literal,
+    Mapping,
+    Optional,
+    Tuple,
+    Type,
+    TypeVar,
+    Union,
+)
 
 from typing_extensions import Buffer, Self
 
@@ -18,6 +34,8 @@ AEAD_KEY_LEN: int
 State = Literal["OPEN", "ORPHANED", "CLOSING", "CLOSED"]
 Reason = Literal["SELF", "PARENT", "PEER_DROPPED", "RUNTIME_SHUTDOWN", "HANDLE_RELEASED", "UPSTREAM", "SCOPE_EXITED", "ABANDONED"]
 StrPath = Union[str, "os.PathLike[str]"]
+HttpFields = List[Tuple[str, str]]
+HeadersArg = Optional[Union[Mapping[str, str], Iterable[Tuple[str, str]]]]
 _T = TypeVar("_T")
 
 class _Handle:
@@ -134,6 +152,70 @@ class FutureReader(_Handle):
     @property
     def done(self) -> bool: ...
 
+class HttpServer(_Handle):
+    """An HTTP/1.1 server. ``close()`` stops accepting and aborts open connections. Emits
+    ``ResourceWarning`` if garbage-collected while open."""
+
+    def next_request(self, timeout: Optional[float] = None) -> IncomingMessage:
+        """The next request; ``bcv.TimeoutError`` after ``timeout`` (no request lost)."""
+    def anext_request(self) -> Awaitable[IncomingMessage]: ...
+    @property
+    def local_address(self) -> Tuple[str, int]: ...
+    @property
+    def local_port(self) -> int: ...
+
+class HttpHead:
+    """A detached snapshot of a message head; keeps working after the message is closed."""
+
+    @property
+    def method(self) -> Optional[str]: ...
+    @property
+    def target(self) -> Optional[str]: ...
+    @property
+    def status(self) -> Optional[int]: ...
+    @property
+    def headers(self) -> HttpFields: ...
+    def header(self, name: str) -> Optional[str]: ...
+
+class IncomingMessage(_Handle):
+    """A request received by an ``HttpServer`` or a response from ``http_request``.
+
+    Its body and trailers (``take_body()``) keep working after it is dropped and end with
+    ``ClosedError(PARENT)`` if it is closed. Its own methods raise ``ClosedError`` once it is closed."""
+
+    @property
+    def status(self) -> Optional[int]:
+        """The response status; ``None`` for a request."""
+    @property
+    def method(self) -> Optional[str]:
+        """The request method; ``None`` for a response."""
+    @property
+    def target(self) -> Optional[str]:
+        """The request target (``/path?query``); ``None`` for a response."""
+    @property
+    def headers(self) -> HttpFields: ...
+    def header(self, name: str) -> Optional[str]:
+        """The first value of header ``name`` (case-insensitive)."""
+    def head(self) -> HttpHead:
+        """A detached snapshot of the head."""
+    def take_body(self) -> Tuple[ReadStream, Trailers]:
+        """``(body, trailers)``, once; ``AlreadyTakenError`` the second time."""
+    def respond(self, status: int, headers: HeadersArg = None) -> WriteStream:
+        """Server side: sends the head; ``finish()`` the returned stream to complete the response."""
+    def respond_with(self, status: int, headers: HeadersArg = None, body: Buffer = b"") -> None:
+        """Server side: responds with a complete body."""
+
+class Trailers(_Handle):
+    """The trailers of a message: ``wait()`` or ``await trailers`` once the body has ended."""
+
+    def wait(self, timeout: Optional[float] = None) -> Optional[HttpFields]:
+        """The trailer fields, or ``None`` if there were none; ``ClosedError(ABANDONED)`` if the body was
+        dropped or closed before its end, ``ClosedError(PARENT)`` if the message was closed."""
+    def wait_async(self) -> Awaitable[Optional[HttpFields]]: ...
+    def __await__(self) -> Generator[Any, None, Optional[HttpFields]]: ...
+    @property
+    def done(self) -> bool: ...
+
 class Scope:
     """An ownership scope: ``with bcv.scope():`` closes what was created inside it (``SCOPE_EXITED``)."""
 
@@ -155,6 +237,18 @@ def aead_decrypt(input: ReadStream, key: Buffer) -> Tuple[Resource, ReadStream]:
 def tcp_listen(host: str, port: int) -> TcpListener: ...
 def tcp_connect(host: str, port: int, timeout: Optional[float] = None) -> TcpSocket: ...
 def atcp_connect(host: str, port: int) -> Awaitable[TcpSocket]: ...
+def http_serve(host: str, port: int) -> HttpServer: ...
+def http_request(
+    method: str,
+    url: str,
+    headers: HeadersArg = None,
+    body: Optional[Union[ReadStream, Buffer]] = None,
+    timeout: Optional[float] = None,
+) -> IncomingMessage:
+    """Sends a request and waits for the response head; a ``ReadStream`` body is consumed."""
+def ahttp_request(
+    method: str, url: str, headers: HeadersArg = None, body: Optional[Union[ReadStream, Buffer]] = None
+) -> Awaitable[IncomingMessage]: ...
 def future() -> Tuple[FutureWriter, FutureReader]: ...
 def spawn_pipe(src: ReadStream, dst: WriteStream) -> None: ...
 def scope() -> Scope: ...
