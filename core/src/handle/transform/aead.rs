@@ -6,7 +6,8 @@
 //! chunk i = AES-256-GCM(key, nonce = prefix | i as u32 | last flag (0 or 1), aad = header, plaintext)
 //! ```
 //! Every chunk but the last holds exactly `AEAD_CHUNK_SIZE` plaintext bytes; the last holds 0 to
-//! `AEAD_CHUNK_SIZE` and has the last flag set, so truncation at a chunk boundary, reordering, or dropping
+//! `AEAD_CHUNK_SIZE` (this encoder makes it shorter than a full chunk, possibly empty) and has the last
+//! flag set, so truncation at a chunk boundary, reordering, or dropping
 //! the final chunk all fail authentication (the STREAM construction of Hoang, Reyhanitabar, Rogaway and
 //! Vizár). Plaintext is released only after its chunk's tag verified.
 
@@ -101,21 +102,23 @@ impl Encrypt {
 
 impl Codec for Encrypt {
     fn update(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<()> {
-        // A chunk is sealed only once more data follows it, so the last chunk can carry the last flag.
-        // Whole chunks are sealed straight from the input; only a remainder is buffered.
+        // Full chunks are sealed as soon as they are complete, straight from the input when aligned; only a
+        // remainder is buffered. The last chunk (0 to AEAD_CHUNK_SIZE bytes) is sealed by `finish`.
         out.reserve(input.len() + (input.len() / AEAD_CHUNK_SIZE + 2) * TAG_LEN + AEAD_HEADER_LEN);
         while !input.is_empty() {
             if !self.pending.is_empty() {
                 let take = (AEAD_CHUNK_SIZE - self.pending.len()).min(input.len());
                 self.pending.extend_from_slice(&input[..take]);
                 input = &input[take..];
-                if self.pending.len() == AEAD_CHUNK_SIZE && !input.is_empty() {
+                if self.pending.len() == AEAD_CHUNK_SIZE {
                     let chunk = std::mem::take(&mut self.pending);
                     self.seal(&chunk, false, out)?;
                     self.pending = chunk;
                     self.pending.clear();
                 }
-            } else if input.len() > AEAD_CHUNK_SIZE {
+            } else if input.len() >= AEAD_CHUNK_SIZE {
+                // A whole chunk is sealed at once as not-last; `finish` then adds the last chunk, empty
+                // if need be, so the end stays authenticated and no input is copied twice.
                 self.seal(&input[..AEAD_CHUNK_SIZE], false, out)?;
                 input = &input[AEAD_CHUNK_SIZE..];
             } else {

@@ -18,6 +18,9 @@ use super::resource::{Resource, TaskResource};
 use super::runtime::Runtime;
 use super::stream::{DEFAULT_CAPACITY, Failure, ReadStream, pipe_with_parents};
 
+/// Buffer of a transformer's output stream.
+const OUTPUT_CAPACITY: usize = 4 * DEFAULT_CAPACITY;
+
 /// A streaming codec: bytes in, bytes out, and a final flush that may fail (truncation, bad tag).
 pub(crate) trait Codec: Send + 'static {
     /// Consumes `input`, appending whatever output is ready to `out`.
@@ -34,9 +37,11 @@ fn transform(
     let rt = Runtime { shared: input.node().core.rt.clone() };
     let (res, node) = TaskResource::create(&rt, label, None)?;
     res.consume(input.node());
+    // Room for a few codec outputs (a sealed AES-GCM chunk is a little over 64 KiB), so a stage hands its
+    // reader whole chunks instead of splitting each one across two wake-ups.
     let (writer, output) = pipe_with_parents(
         &rt,
-        DEFAULT_CAPACITY,
+        OUTPUT_CAPACITY,
         Some(&res.core),
         Some(&res.core),
         ("transformer output writer", "transformer output"),
