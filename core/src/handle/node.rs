@@ -262,7 +262,7 @@ impl NodeCore {
         self.hooks.on_last_release();
         // The final drop (and with it any teardown) happens on the reaper, never inline (S5).
         let rt = self.rt.clone();
-        rt.defer(Box::new(move || drop(self)));
+        rt.defer_release(self);
     }
 
     fn has_live_dependent_handles(&self) -> bool {

@@ -22,7 +22,10 @@ type Job = Box<dyn FnOnce() + Send>;
 
 enum ReaperMsg {
     Run(Job),
+    /// The last reference of a released handle: dropping it may tear the node down (no boxing needed).
+    Release(Arc<NodeCore>),
     Flush(mpsc::SyncSender<()>),
+    Stop,
 }
 
 thread_local! {
@@ -87,7 +90,9 @@ pub(crate) struct RtShared {
     nodes: Mutex<NodeTable>,
     live: AtomicUsize,
     created: AtomicU64,
-    reaper_tx: Mutex<Option<mpsc::Sender<ReaperMsg>>>,
+    /// Lock-free to send on (a release is one atomic decrement and one send). Dropped with the runtime,
+    /// which ends the reaper; `shutdown` stops it with `ReaperMsg::Stop`.
+    reaper_tx: mpsc::Sender<ReaperMsg>,
     reaper_thread: Mutex<Option<JoinHandle<()>>>,
     tokio: Mutex<Option<tokio::runtime::Runtime>>,
     handle: tokio::runtime::Handle,
@@ -120,20 +125,25 @@ impl RtShared {
         lock(&self.nodes).remove(&id);
     }
 
+    fn send(&self, msg: ReaperMsg) -> Result<(), ReaperMsg> {
+        if self.is_dead() {
+            return Err(msg);
+        }
+        self.reaper_tx.send(msg).map_err(|e| e.0)
+    }
+
     /// Runs `job` on the reaper (S5); inline once the runtime is dead.
     pub(crate) fn defer(&self, job: Job) {
-        let job = {
-            let tx = lock(&self.reaper_tx);
-            match tx.as_ref() {
-                Some(tx) => match tx.send(ReaperMsg::Run(job)) {
-                    Ok(()) => return,
-                    Err(mpsc::SendError(ReaperMsg::Run(job))) => job,
-                    Err(_) => return,
-                },
-                None => job,
-            }
-        };
-        job();
+        if let Err(ReaperMsg::Run(job)) = self.send(ReaperMsg::Run(job)) {
+            job();
+        }
+    }
+
+    /// Drops a node's last handle reference on the reaper (S5); inline once the runtime is dead.
+    pub(crate) fn defer_release(&self, node: Arc<NodeCore>) {
+        if let Err(msg) = self.send(ReaperMsg::Release(node)) {
+            drop(msg);
+        }
     }
 
     /// The tokio handle that runs this runtime's tasks.
@@ -165,7 +175,7 @@ pub(crate) fn in_context<F: std::future::Future>(
 
 impl Drop for RtShared {
     fn drop(&mut self) {
-        lock(&self.reaper_tx).take();
+        // Dropping `reaper_tx` with the struct disconnects the reaper, which then exits.
         if let Some(rt) = lock(&self.tokio).take() {
             // Never blocks and never panics, whatever thread this is (B3, tokio-rs/tokio#1950).
             rt.shutdown_background();
@@ -223,7 +233,7 @@ impl RuntimeBuilder {
             nodes: Mutex::new(NodeTable::new()),
             live: AtomicUsize::new(0),
             created: AtomicU64::new(0),
-            reaper_tx: Mutex::new(Some(tx)),
+            reaper_tx: tx,
             reaper_thread: Mutex::new(None),
             handle: tokio.handle().clone(),
             tokio: Mutex::new(Some(tokio)),
@@ -240,16 +250,28 @@ impl RuntimeBuilder {
 
 fn run_reaper(rx: mpsc::Receiver<ReaperMsg>) {
     SDK_THREAD.with(|t| t.set(true));
-    while let Ok(msg) = rx.recv() {
-        match msg {
-            ReaperMsg::Run(job) => {
-                // A panicking teardown must not stop the reaper (B4).
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-            }
-            ReaperMsg::Flush(done) => {
-                let _ = done.send(());
-            }
+    // A panicking teardown must not stop the reaper (B4).
+    let handle = |msg: ReaperMsg| match msg {
+        ReaperMsg::Run(job) => {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
         }
+        ReaperMsg::Release(node) => {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(node)));
+        }
+        ReaperMsg::Flush(done) => {
+            let _ = done.send(());
+        }
+        ReaperMsg::Stop => {}
+    };
+    while let Ok(msg) = rx.recv() {
+        if matches!(msg, ReaperMsg::Stop) {
+            break;
+        }
+        handle(msg);
+    }
+    // Whatever was queued before the stop still runs; later sends fail and run inline.
+    while let Ok(msg) = rx.try_recv() {
+        handle(msg);
     }
 }
 
@@ -314,12 +336,8 @@ impl Runtime {
             return Err(Error::WouldDeadlock);
         }
         let (done_tx, done_rx) = mpsc::sync_channel(1);
-        {
-            let tx = lock(&self.shared.reaper_tx);
-            match tx.as_ref() {
-                Some(tx) if tx.send(ReaperMsg::Flush(done_tx)).is_ok() => {}
-                _ => return Ok(()),
-            }
+        if self.shared.send(ReaperMsg::Flush(done_tx)).is_err() {
+            return Ok(());
         }
         let _ = done_rx.recv();
         Ok(())
@@ -379,10 +397,10 @@ impl Runtime {
             }
             std::thread::sleep(Duration::from_millis(1));
         };
+        // Stop the reaper; it drains what is queued, then exits. It is joined only when nothing is stuck: a
+        // stuck job must not hang the caller past its deadline.
+        let _ = shared.reaper_tx.send(ReaperMsg::Stop);
         shared.state.store(DEAD, Ordering::Release);
-        // Stop the reaper; it drains what is queued, then exits. It is not joined: a stuck job must not
-        // hang the caller past its deadline.
-        lock(&shared.reaper_tx).take();
         if let Some(t) = stuck.is_empty().then(|| lock(&shared.reaper_thread).take()).flatten() {
             let _ = t.join();
         }
@@ -395,12 +413,8 @@ impl Runtime {
 
     fn reaper_flush_until(&self, deadline: Instant) -> Result<(), ()> {
         let (done_tx, done_rx) = mpsc::sync_channel(1);
-        {
-            let tx = lock(&self.shared.reaper_tx);
-            match tx.as_ref() {
-                Some(tx) if tx.send(ReaperMsg::Flush(done_tx)).is_ok() => {}
-                _ => return Ok(()),
-            }
+        if self.shared.send(ReaperMsg::Flush(done_tx)).is_err() {
+            return Ok(());
         }
         let left = deadline.saturating_duration_since(Instant::now());
         done_rx.recv_timeout(left.max(Duration::from_millis(1))).map_err(|_| ())
