@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Builds the Node binding (bindings/node) and runs its tests. Idempotent; run from anywhere.
+# Respects CARGO_TARGET_DIR. Builds in release (the timing scenarios, T15 among them, measure the real
+# thing); BCV_NODE_RELEASE=0 gives a faster debug build. Exits non-zero on failure.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root/bindings/node"
+
+# --ignore-scripts: the package's own `install` hook would build the addon; it is built explicitly below.
+if [ -f package-lock.json ]; then
+  # npm 11 on Node 20 leaves the Node>=22-only optional platform packages of @napi-rs/lzma (pulled in by
+  # @napi-rs/cli) out of the lockfile and then refuses it in `npm ci`; `npm install` honours the same
+  # lockfile, so fall back to it in that case.
+  if ! npm ci --no-audit --no-fund --ignore-scripts; then
+    echo "test-node.sh: npm ci refused the lockfile; installing from it with npm install" >&2
+    npm install --no-audit --no-fund --ignore-scripts
+  fi
+else
+  npm install --no-audit --no-fund --ignore-scripts
+fi
+
+build_args=(napi build --platform)
+if [ "${BCV_NODE_RELEASE:-1}" = "1" ]; then
+  build_args+=(--release)
+fi
+npx --no-install "${build_args[@]}"
+
+npm test
