@@ -731,3 +731,66 @@ fn futures_lite_block_on<F: std::future::Future>(fut: F) -> F::Output {
         std::thread::park_timeout(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn t27_closing_the_socket_closes_its_tls_session() {
+    let rt = runtime();
+    let cert = self_signed_certificate(&["localhost".to_owned()]).unwrap();
+    let listener = rt.tcp_listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr();
+    let server_cert = cert.clone();
+    let rt2 = rt.clone();
+    let server = std::thread::spawn(move || {
+        let sock = listener.accept_blocking(Some(Duration::from_secs(5))).unwrap();
+        let tls =
+            sock.start_tls_server_blocking(server_cert.cert_pem.as_bytes(), server_cert.key_pem.as_bytes()).unwrap();
+        let (r, w) = (tls.take_receive().unwrap(), tls.take_send().unwrap());
+        // Echo until the client goes away.
+        rt2.spawn_pipe(r, w);
+        (sock, tls, listener)
+    });
+    let socket = rt.tcp_connect_blocking(addr).unwrap();
+    let peer = socket.peer_addr(); // CR-det snapshot
+    let tls = socket.start_tls_client_blocking("localhost", cert.cert_pem.as_bytes()).unwrap();
+    let (recv, send) = (tls.take_receive().unwrap(), tls.take_send().unwrap());
+    send.write_blocking(b"hello over tls", None).unwrap();
+    let mut buf = [0u8; 64];
+    let n = recv.read_blocking(&mut buf, Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(&buf[..n], b"hello over tls");
+    let (server_sock, server_tls, listener) = server.join().unwrap();
+    // A read in flight when the socket closes.
+    let recv = Arc::new(recv);
+    let r2 = recv.clone();
+    let pending = std::thread::spawn(move || r2.read_blocking(&mut [0; 8], None));
+    std::thread::sleep(Duration::from_millis(20));
+    socket.close_and_wait_blocking(Duration::from_secs(5)).unwrap();
+    assert_eq!(closed_reason(&pending.join().unwrap().unwrap_err()), CloseReason::Parent);
+    assert_eq!(closed_reason(&send.write_blocking(b"x", None).unwrap_err().error), CloseReason::Parent);
+    assert_eq!(tls.close_reason().map(|c| c.reason), Some(CloseReason::Parent));
+    assert_eq!(socket.peer_addr(), peer, "the snapshot still reads");
+    drop((tls, recv, send, socket, server_sock, server_tls, listener));
+    assert_idle(&rt);
+}
+
+#[test]
+fn tls_rejects_an_untrusted_certificate() {
+    let rt = runtime();
+    let served = self_signed_certificate(&["localhost".to_owned()]).unwrap();
+    let other = self_signed_certificate(&["localhost".to_owned()]).unwrap();
+    let listener = rt.tcp_listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr();
+    let server = std::thread::spawn(move || {
+        let sock = listener.accept_blocking(Some(Duration::from_secs(5))).unwrap();
+        let res = sock.start_tls_server_blocking(served.cert_pem.as_bytes(), served.key_pem.as_bytes());
+        (res.is_err(), sock, listener)
+    });
+    let socket = rt.tcp_connect_blocking(addr).unwrap();
+    let err = socket.start_tls_client_blocking("localhost", other.cert_pem.as_bytes()).map(|_| ()).unwrap_err();
+    assert!(matches!(err, Error::Authentication(_)), "{err:?}");
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    drop(socket);
+    let (server_failed, sock, listener) = server.join().unwrap();
+    assert!(server_failed);
+    drop((sock, listener));
+    assert_idle(&rt);
+}

@@ -18,7 +18,10 @@ mod sync;
 mod transform;
 
 pub use future::{FutureReader, FutureWriter, Undelivered};
-pub use io::{FileSink, HttpFields, HttpHead, HttpServer, IncomingMessage, TcpListener, TcpSocket};
+pub use io::{
+    FileSink, HttpFields, HttpHead, HttpServer, IncomingMessage, SelfSigned, TcpListener, TcpSocket, TlsSession,
+    self_signed_certificate,
+};
 pub use node::{Node, NodeKind, NodeState};
 pub use reason::{CloseReason, CloseWaitError, Closed, Error, Result, WriteError};
 pub use resource::Resource;

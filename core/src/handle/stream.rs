@@ -667,6 +667,34 @@ impl WriteStream {
         result.map_err(|e| fail(e, &data))
     }
 
+    /// Polls to write some of `buf` (at least one byte, at most what fits), for adapters that own this
+    /// write end exclusively (`AsyncWrite`). No `Busy` check: the caller guarantees a single writer.
+    pub(crate) fn poll_write_some(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<Result<usize>> {
+        let _op = match self.node.core.begin_op() {
+            Ok(op) => op,
+            Err(c) => return Poll::Ready(Err(c.into())),
+        };
+        let mut inner = self.pipe.lock();
+        let room = self.pipe.capacity.saturating_sub(inner.len).min(buf.len());
+        let mut data = Bytes::copy_from_slice(&buf[..room.max(1).min(buf.len())]);
+        match self.pipe.try_write(&mut inner, &mut data) {
+            Poll::Ready(Ok(n)) => {
+                let waker = inner.read_waker.take();
+                drop(inner);
+                self.pipe.readable.notify_all();
+                if let Some(w) = waker {
+                    w.wake();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                inner.write_waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
     /// Ends the stream cleanly: the reader drains the buffer, then sees EOF. Idempotent.
     /// Errors: `Closed{PEER_DROPPED}` if the reader already went away; `Closed{…}` if this end is closed.
     pub fn finish(&self) -> Result<()> {

@@ -111,6 +111,7 @@ impl Deref for TcpListener {
 /// A connected TCP socket with a receive stream and a send stream, each taken once.
 pub struct TcpSocket {
     node: Node,
+    rt: Runtime,
     receive: Mutex<Option<ReadStream>>,
     send: Mutex<Option<WriteStream>>,
     peer: SocketAddr,
@@ -210,7 +211,35 @@ impl TcpSocket {
                 }
             }
         });
-        Ok(TcpSocket { node, receive: Mutex::new(Some(recv_r)), send: Mutex::new(Some(send_w)), peer, local })
+        Ok(TcpSocket {
+            node,
+            rt: rt.clone(),
+            receive: Mutex::new(Some(recv_r)),
+            send: Mutex::new(Some(send_w)),
+            peer,
+            local,
+        })
+    }
+
+    /// Takes both streams at once, or neither (for a layer such as TLS that owns the connection).
+    pub(crate) fn take_both(&self) -> Result<(ReadStream, WriteStream)> {
+        let mut receive = lock(&self.receive);
+        let mut send = lock(&self.send);
+        if receive.is_none() || send.is_none() {
+            return Err(Error::AlreadyTaken("the socket's streams"));
+        }
+        match (receive.take(), send.take()) {
+            (Some(r), Some(w)) => Ok((r, w)),
+            _ => Err(Error::AlreadyTaken("the socket's streams")),
+        }
+    }
+
+    pub(crate) fn runtime(&self) -> Runtime {
+        self.rt.clone()
+    }
+
+    pub(crate) fn node_core(&self) -> std::sync::Arc<crate::handle::node::NodeCore> {
+        std::sync::Arc::clone(&self.node.core)
     }
 
     /// Takes the receive stream (once). Errors: `AlreadyTaken`.
