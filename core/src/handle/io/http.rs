@@ -409,12 +409,16 @@ impl Runtime {
             // cancels it and frees the socket.
             let mut conn = std::pin::pin!(conn);
             let mut response = std::pin::pin!(response);
+            // The response first: a connection that ends right after a complete (even empty) response must
+            // not hide it. If the connection ends first, the response future still settles.
+            let mut conn_done = false;
             let response = tokio::select! {
+                biased;
                 r = &mut response => r,
-                c = &mut conn => match c {
-                    Ok(()) => { let _ = head_tx.send(Err(io_err(std::io::Error::other("connection closed before the response")))); return; }
-                    Err(e) => { let _ = head_tx.send(Err(io_err(std::io::Error::other(e)))); return; }
-                },
+                _ = &mut conn => {
+                    conn_done = true;
+                    (&mut response).await
+                }
             };
             let response = match response {
                 Ok(r) => r,
@@ -432,7 +436,9 @@ impl Runtime {
             let _ = head_tx.send(Ok(()));
             let body = response.into_body();
             tokio::join!(pump_body(body, writer, trailers, url_owned), async {
-                let _ = conn.await;
+                if !conn_done {
+                    let _ = conn.await;
+                }
             });
         });
         match head_rx.await {
