@@ -18,7 +18,10 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 export declare class Handle {
   /** The node's unique id (as in `diagnostics()` and `stuckNodeIds`). */
   get id(): number
-  /** `'ReadStream' | 'WriteStream' | 'Resource' | 'TcpListener' | 'TcpSocket' | 'FutureReader' | 'FutureWriter'`. */
+  /**
+   * `'ReadStream' | 'WriteStream' | 'Resource' | 'TcpListener' | 'TcpSocket' | 'FutureReader' | 'FutureWriter'
+   * | 'HttpServer' | 'IncomingMessage' | 'Trailers'`.
+   */
   get kind(): string
   /** A short label such as `'pipe reader'` or `'gzip compress'`. */
   get label(): string
@@ -42,7 +45,7 @@ export declare class Handle {
    * from this stream's own `onData` callback (T22).
    */
   closeAndWait(timeoutMs: number): Promise<void>
-  /** Lets this node outlive the scope it was created in. */
+  /** Lets this node, and the handles it was taken from, outlive the scope they were created in. */
   detachFromScope(): void
   /**
    * Reads the next chunk of at most `max` bytes (default 64 KiB): a `Buffer`, or `null` only at a clean
@@ -72,7 +75,7 @@ export declare class Handle {
   get peerGone(): boolean
   /** Accepts the next connection (a new `TcpSocket` handle). Rejects with `BCV_CLOSED` once closed. */
   accept(): Promise<Handle>
-  /** The local address (listener or socket): a detached snapshot, readable after close. */
+  /** The local address (listener, socket or HTTP server): a detached snapshot, readable after close. */
   get localAddress(): SocketAddress | null
   /** The peer's address: a detached snapshot (CR-det), readable after close. */
   get peerAddress(): SocketAddress | null
@@ -89,12 +92,38 @@ export declare class Handle {
    */
   writeValue(value: unknown): void
   /**
-   * Waits for the future's value. Rejects with `BCV_CLOSED` (`PEER_DROPPED` when the writer was released
-   * without a value), `BCV_ALREADY_TAKEN` on a second successful wait.
+   * Waits for the future's value (for HTTP trailers: `[name, value]` pairs, or `null` when there were
+   * none). Rejects with `BCV_CLOSED` (`PEER_DROPPED` when the writer was released without a value,
+   * `ABANDONED` for trailers whose body went away first), `BCV_ALREADY_TAKEN` on a second successful wait.
    */
   wait(): Promise<unknown>
   /** True once the future has a value or an error. */
   get resolved(): boolean
+  /**
+   * Waits for the next request (an `IncomingMessage` handle). Rejects with `BCV_CLOSED` once the server
+   * is closed.
+   */
+  nextRequest(): Promise<Handle>
+  /** A detached snapshot of the message head. Throws `BCV_CLOSED` once the message is closed. */
+  head(): HttpHeadSnapshot
+  /** The first value of header `name` (case-insensitive), or `null`. Throws `BCV_CLOSED` once closed. */
+  header(name: string): string | null
+  /**
+   * Takes the body stream and the trailers future (once): `[body, trailers]`. Throws
+   * `BCV_ALREADY_TAKEN`, `BCV_CLOSED`.
+   */
+  takeBody(): [Handle, Handle]
+  /**
+   * Server side: sends the response head and returns the response body's write end. Throws
+   * `BCV_ALREADY_TAKEN` (second response, or a client-side response), `BCV_INVALID_ARGUMENT`,
+   * `BCV_CLOSED`.
+   */
+  respond(status: number, headers: Array<[string, string]>): Handle
+  /**
+   * Server side: responds with the complete `body` (copied); resolves once it is handed to the
+   * connection. Throws as `respond`; rejects with `BCV_CLOSED` if the exchange ends first.
+   */
+  respondWith(status: number, headers: Array<[string, string]>, body: Uint8Array): Promise<void>
 }
 
 /**
@@ -158,6 +187,28 @@ export declare function gzipCompress(input: Handle, level?: number | undefined |
  * output with `BCV_CORRUPT`, never EOF.
  */
 export declare function gzipDecompress(input: Handle): [Handle, Handle]
+
+/** A detached snapshot of a message head (CR-det): plain data that outlives the message. */
+export interface HttpHeadSnapshot {
+  /** Request method (`'GET'`, …); absent for a response. */
+  method?: string
+  /** Request target (`'/path?query'`); absent for a response. */
+  target?: string
+  /** Response status; absent for a request. */
+  status?: number
+  /** Header fields in order (names in lower case). */
+  headers: Array<[string, string]>
+}
+
+/**
+ * Sends a request and resolves with the response (an `IncomingMessage` handle) once its head arrived.
+ * `body`, a read stream, is consumed. Rejects with `BCV_INVALID_ARGUMENT` for a bad URL, method or
+ * header, `BCV_IO` naming the URL when the exchange fails.
+ */
+export declare function httpRequest(method: string, url: string, headers: Array<[string, string]>, body?: Handle | undefined | null): Promise<Handle>
+
+/** Serves HTTP/1.1 on `host:port` (port 0 picks a free port). Throws `BCV_IO` naming the address. */
+export declare function httpServe(host: string, port: number): Handle
 
 /**
  * Installs the error factory `(code, message, details) => Error` used for every error this env sees.

@@ -1,5 +1,5 @@
 /**
- * bcv for Node.js: byte streams, transformers (gzip, AES-256-GCM), files and TCP with deterministic
+ * bcv for Node.js: byte streams, transformers (gzip, AES-256-GCM), files, TCP and HTTP/1.1 with deterministic
  * resource lifetimes (shared/design/LIFETIMES.md).
  *
  * - Letting a handle be garbage-collected *releases* it: children keep working; a stream end that loses
@@ -198,6 +198,77 @@ export declare class FutureReader<T = unknown> extends Handle {
   readonly resolved: boolean;
 }
 
+/** Header fields: `[name, value]` pairs, an object (an array value gives one field each), a `Map`, a `Headers`. */
+export type HttpHeadersInit =
+  | ReadonlyArray<readonly [string, string | number]>
+  | Readonly<Record<string, string | number | ReadonlyArray<string | number>>>
+  | Iterable<readonly [string, string | number]>;
+
+/** A detached snapshot of a message head: a frozen plain object that outlives the message. */
+export interface HttpHead {
+  /** Request method; `null` for a response. */
+  readonly method: string | null;
+  /** Request target (`'/path?query'`); `null` for a response. */
+  readonly target: string | null;
+  /** Response status; `null` for a request. */
+  readonly status: number | null;
+  /** Header fields in order (lower-case names). */
+  readonly headers: ReadonlyArray<readonly [string, string]>;
+  /** The first value of header `name` (case-insensitive), or `null`. */
+  header(name: string): string | null;
+}
+
+/** An HTTP/1.1 server; `close()` stops accepting, frees the port and aborts open connections. */
+export declare class HttpServer extends Handle {
+  /** The next request; rejects with `ClosedError` once closed. */
+  nextRequest(): Promise<IncomingMessage>;
+  /** Readable after close. */
+  readonly localPort: number;
+  readonly localAddress: SocketAddress;
+}
+
+/**
+ * A request received by an `HttpServer`, or the response of `httpRequest`. Its body and trailers are
+ * dependent children: releasing the message leaves them working, `close()` ends them (`PARENT`).
+ * Accessors throw `ClosedError` once closed.
+ */
+export declare class IncomingMessage extends Handle {
+  /** Response status; `null` for a request. */
+  readonly status: number | null;
+  /** Request method; `null` for a response. */
+  readonly method: string | null;
+  /** Request target; `null` for a response. */
+  readonly target: string | null;
+  /** Header fields in order, as `[name, value]` pairs. */
+  readonly headers: Array<[string, string]>;
+  /** First value of header `name` (case-insensitive), or `null`. */
+  header(name: string): string | null;
+  /** A detached snapshot that keeps working after close. */
+  head(): HttpHead;
+  /**
+   * Takes the body and trailers once (`BcvError` `BCV_ALREADY_TAKEN` the second time). Closing or releasing
+   * `body` before its end abandons it and `trailers.wait()` rejects with `ClosedError('ABANDONED')`.
+   */
+  takeBody(): { body: ReadStream; trailers: Trailers };
+  /** Server side: sends the head; `finish()` on the writer completes the response, closing it aborts. */
+  respond(status: number, headers?: HttpHeadersInit): WriteStream;
+  /** Server side: responds with a complete body. */
+  respondWith(status: number, headers?: HttpHeadersInit, body?: Uint8Array | string): Promise<void>;
+}
+
+/** The trailers of an incoming message. */
+export declare class Trailers extends Handle {
+  /** Trailer fields once the body ended, or `null` if there were none; rejects with `ClosedError`. */
+  wait(): Promise<Array<[string, string]> | null>;
+  readonly resolved: boolean;
+}
+
+export interface HttpRequestOptions {
+  headers?: HttpHeadersInit;
+  /** A `ReadStream` is consumed and streamed; bytes and strings are sent as they are. */
+  body?: ReadStream | Uint8Array | string | null;
+}
+
 /** An ownership scope; closing it closes what it owns with `SCOPE_EXITED`. */
 export declare class Scope implements Disposable {
   close(): void;
@@ -248,6 +319,13 @@ export declare function aeadDecrypt(input: ReadStream | Uint8Array, key: Uint8Ar
 export declare function tcpListen(host: string, port: number): TcpListener;
 /** Connects; rejects with `BcvError` (`BCV_IO`). */
 export declare function tcpConnect(host: string, port: number): Promise<TcpSocket>;
+/** Serves HTTP/1.1 on `host:port` (port 0 picks one); throws `BcvError` (`BCV_IO`) naming the address. */
+export declare function httpServe(host: string, port: number): HttpServer;
+/**
+ * Sends a request; resolves with the response once its head arrived. Rejects with `BcvError`
+ * (`BCV_INVALID_ARGUMENT` for a bad URL, method or header; `BCV_IO` naming the URL).
+ */
+export declare function httpRequest(method: string, url: string, options?: HttpRequestOptions): Promise<IncomingMessage>;
 /** A one-shot future carrying any JS value. */
 export declare function future<T = unknown>(): [FutureWriter<T>, FutureReader<T>];
 /** Copies `src` into `dst` in the background (both consumed), then finishes `dst`. */

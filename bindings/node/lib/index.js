@@ -23,6 +23,8 @@ const { isMainThread } = require('node:worker_threads');
 const native = require('../index.js');
 
 const kNative = Symbol('bcv.native');
+/** Extra fields a handle class shows in `util.inspect` (must not throw after close). */
+const kInspectFields = Symbol('bcv.inspectFields');
 
 // Node 20 predefines these symbols for explicit resource management; fall back for older runtimes.
 const disposeSymbol = Symbol.dispose ?? Symbol.for('nodejs.dispose');
@@ -140,6 +142,9 @@ function wrap(h) {
     case 'TcpSocket': return new TcpSocket(h);
     case 'FutureReader': return new FutureReader(h);
     case 'FutureWriter': return new FutureWriter(h);
+    case 'HttpServer': return new HttpServer(h);
+    case 'IncomingMessage': return new IncomingMessage(h);
+    case 'Trailers': return new Trailers(h);
     default: return new Resource(h);
   }
 }
@@ -199,9 +204,17 @@ class Handle {
     return await this.#h.closeAndWait(timeoutOf(options));
   }
 
-  /** Lets this handle outlive the `scope()` it was created in. */
+  /**
+   * Lets this handle outlive the `scope()` it was created in, together with the handles it was taken
+   * from (the message a body came from, the socket of a stream), which it needs to keep working.
+   */
   detachFromScope() {
     this.#h.detachFromScope();
+  }
+
+  /** @internal extra `util.inspect` fields */
+  [kInspectFields]() {
+    return {};
   }
 
   /** `using h = …` closes at the end of the block. */
@@ -218,6 +231,7 @@ class Handle {
     const fields = { id: this.id, label: this.label, state: this.state };
     if (this.closeReason !== null) fields.closeReason = this.closeReason;
     if (this.closeUpstream !== null) fields.closeUpstream = this.closeUpstream;
+    Object.assign(fields, this[kInspectFields]());
     return `${this.constructor.name} ${inspectFn(fields, options)}`;
   }
 }
@@ -512,6 +526,149 @@ class FutureReader extends Handle {
 }
 
 /**
+ * An HTTP/1.1 server (`httpServe`): accepts connections and hands out requests. `close()` stops
+ * accepting, frees the port and aborts the connections still open (requests in flight end with
+ * `ClosedError`). Releasing it (GC) stops accepting too, while exchanges in flight finish.
+ */
+class HttpServer extends Handle {
+  /**
+   * Waits for the next request.
+   * @returns {Promise<IncomingMessage>} rejects with `ClosedError` once the server is closed
+   */
+  async nextRequest() {
+    return new IncomingMessage(await this[kNative].nextRequest());
+  }
+
+  /** The bound port (the real one when bound to port 0); readable after close. */
+  get localPort() { return this[kNative].localAddress.port; }
+  /** The bound address `{ address, port, family }`; readable after close. */
+  get localAddress() { return this[kNative].localAddress; }
+
+  [kInspectFields]() {
+    return { localPort: this.localPort };
+  }
+}
+
+/** A frozen plain-object copy of a native head snapshot, with a case-insensitive `header(name)`. */
+function headOf(h) {
+  const headers = Object.freeze(h.headers.map((pair) => Object.freeze(pair)));
+  const head = { method: h.method ?? null, target: h.target ?? null, status: h.status ?? null, headers };
+  Object.defineProperty(head, 'header', {
+    value: function header(name) {
+      const lower = String(name).toLowerCase();
+      return headers.find(([n]) => n.toLowerCase() === lower)?.[1] ?? null;
+    },
+  });
+  return Object.freeze(head);
+}
+
+/**
+ * An incoming HTTP message: a request received by an `HttpServer`, or the response of `httpRequest`.
+ *
+ * A resource whose body stream and trailers (`takeBody()`) are dependent children: releasing the message
+ * (GC) leaves them working, so a handler can take the body, drop the request and keep reading; `close()`
+ * ends them with `ClosedError('PARENT')`. Its accessors throw `ClosedError` once it is closed; `head()`
+ * taken earlier keeps working.
+ */
+class IncomingMessage extends Handle {
+  /** The response status, or `null` for a request. Throws `ClosedError` once closed. */
+  get status() { return this[kNative].head().status ?? null; }
+  /** The request method (`'GET'`, …), or `null` for a response. Throws `ClosedError` once closed. */
+  get method() { return this[kNative].head().method ?? null; }
+  /** The request target (`'/path?query'`), or `null` for a response. Throws `ClosedError` once closed. */
+  get target() { return this[kNative].head().target ?? null; }
+  /** The header fields in order, as `[name, value]` pairs (lower-case names). Throws `ClosedError` once closed. */
+  get headers() { return this[kNative].head().headers; }
+
+  /**
+   * The first value of header `name` (case-insensitive), or `null`.
+   * @param {string} name
+   * @returns {string | null}
+   * @throws {ClosedError} once closed
+   */
+  header(name) {
+    return this[kNative].header(String(name)) ?? null;
+  }
+
+  /**
+   * A detached snapshot `{ method, target, status, headers, header(name) }` (frozen plain object) that
+   * keeps working after this message is closed or released.
+   * @returns {HttpHead}
+   * @throws {ClosedError} once closed
+   */
+  head() {
+    return headOf(this[kNative].head());
+  }
+
+  /**
+   * Takes the body stream and the trailers future, once. Both keep working after this message is
+   * released and end with `ClosedError('PARENT')` if it is closed. Closing or releasing `body` before its
+   * end abandons it (the connection is not reused); `trailers.wait()` then rejects with
+   * `ClosedError('ABANDONED')`.
+   * @returns {{ body: ReadStream, trailers: Trailers }}
+   * @throws {BcvError} `BCV_ALREADY_TAKEN` the second time; `ClosedError` once closed
+   */
+  takeBody() {
+    const [body, trailers] = this[kNative].takeBody();
+    return { body: new ReadStream(body), trailers: new Trailers(trailers) };
+  }
+
+  /**
+   * Server side: sends the response head and returns the response body's writer: `finish()` completes
+   * the response, closing or releasing it unfinished aborts the connection. It keeps working after this
+   * request is released.
+   * @param {number} status
+   * @param {HttpHeadersInit} [headers] `[name, value]` pairs, an object, a `Map` or a `Headers`
+   * @returns {WriteStream}
+   * @throws {BcvError} `BCV_ALREADY_TAKEN` on a second response (or on a client-side response),
+   *   `BCV_INVALID_ARGUMENT` for a bad status or header; `ClosedError` once closed
+   */
+  respond(status, headers = undefined) {
+    return new WriteStream(this[kNative].respond(statusOf(status), fieldsOf(headers)));
+  }
+
+  /**
+   * Server side: responds with a complete body.
+   * @param {number} status
+   * @param {HttpHeadersInit} [headers]
+   * @param {Uint8Array | string} [body]
+   * @returns {Promise<void>} resolves once the body is handed to the connection; rejects as `respond()`
+   *   throws, or with `ClosedError` if the exchange ends first
+   */
+  async respondWith(status, headers = undefined, body = undefined) {
+    const data = body === undefined || body === null ? new Uint8Array(0) : toBytes(body);
+    return await this[kNative].respondWith(statusOf(status), fieldsOf(headers), data);
+  }
+
+  [kInspectFields]() {
+    if (this.state !== 'open') return {};
+    try {
+      const h = this[kNative].head();
+      return h.status == null ? { method: h.method, target: h.target } : { status: h.status };
+    } catch {
+      return {};
+    }
+  }
+}
+
+/** The trailers of an incoming message (`takeBody()`): a one-shot future. */
+class Trailers extends Handle {
+  /**
+   * Waits until the body has ended (it has to be read to its end).
+   * @returns {Promise<Array<[string, string]> | null>} the trailer fields, or `null` when there were none;
+   *   rejects with `ClosedError` (`ABANDONED` if the body was closed or released first, `PARENT` if the
+   *   message was closed, `PEER_DROPPED` if the peer cut the message short), `BCV_ALREADY_TAKEN` on a
+   *   second wait
+   */
+  async wait() {
+    return await this[kNative].wait();
+  }
+
+  /** True once the trailers or an error are available. */
+  get resolved() { return this[kNative].resolved; }
+}
+
+/**
  * An ownership scope: `close()` (or the end of a `using` block) closes every handle created while it was
  * the innermost open scope on this thread with `SCOPE_EXITED`, unless `detachFromScope()` was called.
  * Handles from operations started inside it (an accepted socket) belong to it too.
@@ -675,6 +832,66 @@ async function tcpConnect(host, port) {
   return new TcpSocket(await native.tcpConnect(String(host), port));
 }
 
+function statusOf(status) {
+  if (!Number.isInteger(status) || status < 0) throw new TypeError('status must be an integer');
+  return status;
+}
+
+function fieldText(x, what) {
+  if (typeof x === 'string') return x;
+  if (typeof x === 'number' || typeof x === 'bigint') return String(x);
+  throw new TypeError(`${what}: names and values must be strings`);
+}
+
+/**
+ * HTTP header fields as `[name, value]` pairs: from pairs, a plain object (an array value gives one field
+ * per element), a `Map` or a `Headers`.
+ */
+function fieldsOf(headers, what = 'headers') {
+  if (headers === undefined || headers === null) return [];
+  if (typeof headers !== 'object') throw new TypeError(`${what} must be [name, value] pairs or an object`);
+  const pairs = Array.isArray(headers);
+  const entries = pairs || typeof headers[Symbol.iterator] === 'function' ? headers : Object.entries(headers);
+  const out = [];
+  for (const entry of entries) {
+    if (!Array.isArray(entry) || entry.length !== 2) throw new TypeError(`${what} must be [name, value] pairs`);
+    const [name, value] = entry;
+    if (!pairs && Array.isArray(value)) {
+      for (const v of value) out.push([fieldText(name, what), fieldText(v, what)]);
+    } else {
+      out.push([fieldText(name, what), fieldText(value, what)]);
+    }
+  }
+  return out;
+}
+
+/**
+ * Serves HTTP/1.1; requests arrive through `server.nextRequest()`.
+ * @param {string} host e.g. `'127.0.0.1'`
+ * @param {number} port 0 picks a free port (see `localPort`)
+ * @returns {HttpServer}
+ * @throws {BcvError} `BCV_IO` naming the address
+ */
+function httpServe(host, port) {
+  return new HttpServer(native.httpServe(String(host), port));
+}
+
+/**
+ * Sends an HTTP/1.1 request (one connection per request) and resolves with the response once its head
+ * arrived; read its body with `takeBody()`.
+ * @param {string} method
+ * @param {string} url an `http://` URL
+ * @param {{ headers?: HttpHeadersInit, body?: ReadStream | Uint8Array | string }} [options] a `ReadStream`
+ *   body is consumed and streamed (cut short, it aborts the request)
+ * @returns {Promise<IncomingMessage>} rejects with `BCV_INVALID_ARGUMENT` (bad URL, method or header) or
+ *   `BCV_IO` naming the URL
+ */
+async function httpRequest(method, url, options = {}) {
+  const headers = fieldsOf(options.headers);
+  const body = options.body === undefined || options.body === null ? undefined : inputOf(options.body);
+  return new IncomingMessage(await native.httpRequest(String(method), String(url), headers, body));
+}
+
 /**
  * Creates a one-shot future carrying any JS value.
  * @returns {[FutureWriter, FutureReader]}
@@ -753,6 +970,8 @@ module.exports = {
   aeadDecrypt,
   tcpListen,
   tcpConnect,
+  httpServe,
+  httpRequest,
   future,
   spawnPipe,
   diagnostics,
@@ -769,6 +988,9 @@ module.exports = {
   TcpSocket,
   FutureWriter,
   FutureReader,
+  HttpServer,
+  IncomingMessage,
+  Trailers,
   Scope,
   BcvError,
   ClosedError,

@@ -88,10 +88,10 @@ unsafe extern "C" fn call_js(env: sys::napi_env, _js_cb: sys::napi_value, _conte
     }
     let _ = ENV.try_with(|slot| {
         let local = slot.borrow().clone();
-        if let Some(local) = local {
-            if !local.dead.get() {
-                (*task)(&local);
-            }
+        if let Some(local) = local
+            && !local.dead.get()
+        {
+            (*task)(&local);
         }
     });
 }
@@ -171,10 +171,11 @@ thread_local! {
 impl EnvLocal {
     /// The env of the current JS thread, created (TSFN + cleanup hook) on first use.
     pub(crate) fn get(env: sys::napi_env) -> napi::Result<Rc<EnvLocal>> {
-        if let Some(local) = ENV.with(|slot| slot.borrow().clone()) {
-            if local.raw == env && !local.dead.get() {
-                return Ok(local);
-            }
+        if let Some(local) = ENV.with(|slot| slot.borrow().clone())
+            && local.raw == env
+            && !local.dead.get()
+        {
+            return Ok(local);
         }
         let local = Rc::new(EnvLocal::create(env)?);
         ENV.with(|slot| *slot.borrow_mut() = Some(local.clone()));
@@ -396,6 +397,8 @@ pub(crate) enum Out {
     Handle(Kind, Option<u64>),
     /// A value parked by a future's writer.
     Parked(JsKey),
+    /// HTTP header or trailer fields as `[name, value]` pairs; `None` becomes `null`.
+    Fields(Option<bcv_core::handle::HttpFields>),
 }
 
 /// A raw deferred that may travel to another thread and back (it is only used on the JS thread).
@@ -412,7 +415,7 @@ impl Deferred {
                 sys::napi_resolve_deferred(env, self.0, v);
             },
             Err(e) => {
-                let v = e.to_js(local);
+                let v = e.into_js(local);
                 unsafe { sys::napi_reject_deferred(env, self.0, v) };
             }
         }

@@ -22,10 +22,10 @@ pub(crate) struct JsErr {
     message: String,
     closed: Option<Closed>,
     accepted: Option<usize>,
-    stuck: Option<Vec<u64>>,
-    violation: Option<Diagnostic>,
+    stuck: Option<Box<[u64]>>,
+    violation: Option<Box<Diagnostic>>,
     os_errno: Option<i32>,
-    value: Option<JsKey>,
+    value: Option<Box<JsKey>>,
 }
 
 impl JsErr {
@@ -71,19 +71,19 @@ impl JsErr {
 
     /// Hands a future's undelivered value back on the error (T29).
     pub(crate) fn with_value(mut self, key: JsKey) -> JsErr {
-        self.value = Some(key);
+        self.value = Some(Box::new(key));
         self
     }
 
     /// A strict-mode violation raised at the next SDK call on this thread (LIFETIMES.md §5).
     pub(crate) fn strict(d: Diagnostic) -> JsErr {
         let mut e = JsErr::new("BCV_STRICT", format!("StrictModeViolation({}): {d}", d.kind.code()));
-        e.violation = Some(d);
+        e.violation = Some(Box::new(d));
         e
     }
 
     /// Builds the JS error object (on the JS thread). Never fails: falls back to a bare `Error`.
-    pub(crate) fn to_js(self, local: &EnvLocal) -> sys::napi_value {
+    pub(crate) fn into_js(self, local: &EnvLocal) -> sys::napi_value {
         let env = local.raw();
         let details = js::object(env);
         if let Some(c) = self.closed {
@@ -110,10 +110,10 @@ impl JsErr {
         if let Some(errno) = self.os_errno {
             js::set(env, details, "errno", js::number(env, errno as f64));
         }
-        if let Some(key) = &self.value {
-            if let Ok(v) = local.take_value(key) {
-                js::set(env, details, "value", v);
-            }
+        if let Some(key) = &self.value
+            && let Ok(v) = local.take_value(key)
+        {
+            js::set(env, details, "value", v);
         }
         let message = js::string(env, &self.message);
         let code = js::string(env, self.code);
@@ -138,7 +138,7 @@ impl JsErr {
 
     /// Throws this error on the JS thread; the returned `napi::Error` tells napi-rs it is pending.
     pub(crate) fn throw(self, local: &EnvLocal) -> napi::Error {
-        let v = self.to_js(local);
+        let v = self.into_js(local);
         unsafe { sys::napi_throw(local.raw(), v) };
         napi::Error::new(napi::Status::PendingException, "bcv error thrown".to_string())
     }
@@ -195,7 +195,7 @@ impl From<ShutdownError> for JsErr {
         match e {
             ShutdownError::Timeout { stuck_node_ids } => {
                 let mut j = JsErr::new("BCV_SHUTDOWN_TIMEOUT", message);
-                j.stuck = Some(stuck_node_ids);
+                j.stuck = Some(stuck_node_ids.into_boxed_slice());
                 j
             }
             ShutdownError::WouldDeadlock => JsErr::new("BCV_WOULD_DEADLOCK", message),

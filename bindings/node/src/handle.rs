@@ -15,8 +15,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bcv_core::handle::{
-    CloseReason, Closed, DEFAULT_CAPACITY, FutureReader, FutureWriter, Node, NodeState, ReadStream, Resource,
-    StreamEvent, TcpListener, TcpSocket, WriteStream,
+    CloseReason, Closed, DEFAULT_CAPACITY, FutureReader, FutureWriter, HttpFields, HttpServer, IncomingMessage, Node,
+    NodeState, ReadStream, Resource, StreamEvent, TcpListener, TcpSocket, WriteStream,
 };
 use bytes::Bytes;
 use napi::bindgen_prelude::{Uint8Array, Unknown};
@@ -38,6 +38,11 @@ pub(crate) enum Kind {
     FutureWriter(FutureWriter<JsKey>),
     /// The completion future of `writeFile`: bytes written, or why the file is partial.
     FileDone(FutureReader<Result<u64, String>>),
+    HttpServer(HttpServer),
+    /// An incoming HTTP request (server side) or response (client side).
+    Message(IncomingMessage),
+    /// The trailers future of an incoming message's body.
+    Trailers(FutureReader<Option<HttpFields>>),
 }
 
 impl Kind {
@@ -51,6 +56,9 @@ impl Kind {
             Kind::FutureReader(f) => f,
             Kind::FutureWriter(f) => f,
             Kind::FileDone(f) => f,
+            Kind::HttpServer(s) => s,
+            Kind::Message(m) => m,
+            Kind::Trailers(t) => t,
         }
     }
 
@@ -63,6 +71,9 @@ impl Kind {
             Kind::Socket(_) => "TcpSocket",
             Kind::FutureReader(_) | Kind::FileDone(_) => "FutureReader",
             Kind::FutureWriter(_) => "FutureWriter",
+            Kind::HttpServer(_) => "HttpServer",
+            Kind::Message(_) => "IncomingMessage",
+            Kind::Trailers(_) => "Trailers",
         }
     }
 }
@@ -91,6 +102,8 @@ pub(crate) fn out_to_js(local: &EnvLocal, out: Out) -> napi::Result<sys::napi_va
         Out::Number(n) => js::number(env, n),
         Out::Bytes(b) => js::buffer(env, &b),
         Out::Parked(key) => local.take_value(&key)?,
+        Out::Fields(None) => js::null(env),
+        Out::Fields(Some(fields)) => js::fields(env, &fields),
         Out::Handle(kind, scope_id) => {
             let handle = Handle::wrap_in_scope(local, kind, scope_id);
             unsafe { <Handle as napi::bindgen_prelude::ToNapiValue>::to_napi_value(env, handle)? }
@@ -157,7 +170,7 @@ where
 }
 
 /// A promise already settled with `result`.
-fn settled(local: &EnvLocal, result: Result<Out, JsErr>) -> napi::Result<RawValue> {
+pub(crate) fn settled(local: &EnvLocal, result: Result<Out, JsErr>) -> napi::Result<RawValue> {
     let (deferred, promise) = new_promise(local.raw())?;
     deferred.settle(local, result);
     Ok(RawValue(promise))
@@ -194,6 +207,10 @@ pub struct Handle {
     kind: &'static str,
     label: &'static str,
     slot: RefCell<Option<Arc<Kind>>>,
+    /// Ids of the handles this one was taken from (parent first), for `detachFromScope`: a child handed
+    /// out of a scope needs the parents it reads through to outlive the scope too (as core does for the
+    /// nodes its own scopes adopted).
+    ancestors: Vec<u64>,
 }
 
 impl Handle {
@@ -218,14 +235,21 @@ impl Handle {
                 None => arc.node().close_with(CloseReason::ScopeExited),
             }
         }
-        Handle { id, kind: name, label, slot: RefCell::new(Some(arc)) }
+        Handle { id, kind: name, label, slot: RefCell::new(Some(arc)), ancestors: Vec::new() }
     }
 
-    fn get(&self, local: &EnvLocal) -> napi::Result<Arc<Kind>> {
+    /// Wraps a dependent child taken from `parent` (a socket's streams, a message's body and trailers).
+    pub(crate) fn wrap_child(local: &EnvLocal, kind: Kind, parent: &Handle) -> Handle {
+        let mut child = Handle::wrap(local, kind);
+        child.ancestors = std::iter::once(parent.id).chain(parent.ancestors.iter().copied()).collect();
+        child
+    }
+
+    pub(crate) fn get(&self, local: &EnvLocal) -> napi::Result<Arc<Kind>> {
         self.slot.borrow().clone().ok_or_else(|| JsErr::consumed().throw(local))
     }
 
-    fn wrong(&self, local: &EnvLocal, method: &str) -> napi::Error {
+    pub(crate) fn wrong(&self, local: &EnvLocal, method: &str) -> napi::Error {
         JsErr::wrong_kind(method, self.kind).throw(local)
     }
 
@@ -287,7 +311,8 @@ impl Handle {
         self.id as f64
     }
 
-    /// `'ReadStream' | 'WriteStream' | 'Resource' | 'TcpListener' | 'TcpSocket' | 'FutureReader' | 'FutureWriter'`.
+    /// `'ReadStream' | 'WriteStream' | 'Resource' | 'TcpListener' | 'TcpSocket' | 'FutureReader' | 'FutureWriter'
+    /// | 'HttpServer' | 'IncomingMessage' | 'Trailers'`.
     #[napi(getter)]
     pub fn kind(&self) -> &'static str {
         self.kind
@@ -353,7 +378,7 @@ impl Handle {
         )
     }
 
-    /// Lets this node outlive the scope it was created in.
+    /// Lets this node, and the handles it was taken from, outlive the scope they were created in.
     #[napi]
     pub fn detach_from_scope(&self) {
         if let Some(k) = self.slot.borrow().as_ref() {
@@ -362,6 +387,9 @@ impl Handle {
         if let Some(local) = EnvLocal::current() {
             for s in local.scopes.borrow().iter() {
                 s.detach(self.id);
+                for id in &self.ancestors {
+                    s.detach(*id);
+                }
             }
         }
     }
@@ -502,12 +530,13 @@ impl Handle {
         run_op(&local, fut, move |r| r.map(|s| Out::Handle(Kind::Socket(s), scope)).map_err(JsErr::from), false)
     }
 
-    /// The local address (listener or socket): a detached snapshot, readable after close.
+    /// The local address (listener, socket or HTTP server): a detached snapshot, readable after close.
     #[napi(getter, ts_return_type = "SocketAddress | null")]
     pub fn local_address(&self) -> Option<SocketAddress> {
         match self.slot.borrow().as_deref() {
             Some(Kind::Listener(l)) => Some(l.local_addr().into()),
             Some(Kind::Socket(s)) => Some(s.local_addr().into()),
+            Some(Kind::HttpServer(s)) => Some(s.local_addr().into()),
             _ => None,
         }
     }
@@ -528,7 +557,7 @@ impl Handle {
         let kind = self.get(&local)?;
         let Kind::Socket(s) = &*kind else { return Err(self.wrong(&local, "takeReceive")) };
         let r = s.take_receive().map_err(|e| JsErr::from(e).throw(&local))?;
-        Ok(Handle::wrap(&local, Kind::Read(r)))
+        Ok(Handle::wrap_child(&local, Kind::Read(r), self))
     }
 
     /// Takes the socket's send stream (once): `finish()` sends FIN; releasing it unfinished resets the
@@ -539,7 +568,7 @@ impl Handle {
         let kind = self.get(&local)?;
         let Kind::Socket(s) = &*kind else { return Err(self.wrong(&local, "takeSend")) };
         let w = s.take_send().map_err(|e| JsErr::from(e).throw(&local))?;
-        Ok(Handle::wrap(&local, Kind::Write(w)))
+        Ok(Handle::wrap_child(&local, Kind::Write(w), self))
     }
 
     // ----- futures -----
@@ -555,8 +584,9 @@ impl Handle {
         w.write(key).map_err(|u| JsErr::closed(u.closed).with_value(u.value).throw(&local))
     }
 
-    /// Waits for the future's value. Rejects with `BCV_CLOSED` (`PEER_DROPPED` when the writer was released
-    /// without a value), `BCV_ALREADY_TAKEN` on a second successful wait.
+    /// Waits for the future's value (for HTTP trailers: `[name, value]` pairs, or `null` when there were
+    /// none). Rejects with `BCV_CLOSED` (`PEER_DROPPED` when the writer was released without a value,
+    /// `ABANDONED` for trailers whose body went away first), `BCV_ALREADY_TAKEN` on a second successful wait.
     #[napi(ts_return_type = "Promise<unknown>")]
     pub fn wait(&self, env: Env) -> napi::Result<RawValue> {
         let local = enter(&env)?;
@@ -589,6 +619,15 @@ impl Handle {
                     true,
                 )
             }
+            Kind::Trailers(_) => {
+                let fut = async move {
+                    match &*kind {
+                        Kind::Trailers(t) => t.wait().await,
+                        _ => unreachable!("checked above"),
+                    }
+                };
+                run_op(&local, fut, |r| r.map(Out::Fields).map_err(JsErr::from), true)
+            }
             _ => Err(self.wrong(&local, "wait")),
         }
     }
@@ -599,6 +638,7 @@ impl Handle {
         match self.slot.borrow().as_deref() {
             Some(Kind::FutureReader(f)) => f.is_resolved(),
             Some(Kind::FileDone(f)) => f.is_resolved(),
+            Some(Kind::Trailers(t)) => t.is_resolved(),
             _ => false,
         }
     }
@@ -646,7 +686,7 @@ fn deliver(
     let args = [
         js::string(env, kind),
         data.map_or_else(|| js::undefined(env), |b| js::buffer(env, &b)),
-        error.map_or_else(|| js::undefined(env), |e| e.to_js(local)),
+        error.map_or_else(|| js::undefined(env), |e| e.into_js(local)),
         js::number(env, token as f64),
     ];
     let mut ignored = std::ptr::null_mut();

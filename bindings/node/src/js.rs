@@ -45,6 +45,11 @@ pub(crate) fn array(env: sys::napi_env, items: Vec<sys::napi_value>) -> sys::nap
     v
 }
 
+/// HTTP fields as an array of `[name, value]` string pairs.
+pub(crate) fn fields(env: sys::napi_env, fields: &[(String, String)]) -> sys::napi_value {
+    array(env, fields.iter().map(|(n, v)| array(env, vec![string(env, n), string(env, v)])).collect())
+}
+
 /// A Node `Buffer` holding a copy of `data`.
 pub(crate) fn buffer(env: sys::napi_env, data: &[u8]) -> sys::napi_value {
     let mut v = ptr::null_mut();

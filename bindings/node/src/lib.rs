@@ -16,6 +16,7 @@
 mod env;
 mod error;
 mod handle;
+mod http;
 mod js;
 mod scope;
 
@@ -134,7 +135,7 @@ pub fn aead_decrypt(env: Env, input: &Handle, key: Uint8Array) -> napi::Result<V
     Ok(pair(&local, res, out))
 }
 
-fn resolve_addr(host: &str, port: u16) -> Result<SocketAddr, JsErr> {
+pub(crate) fn resolve_addr(host: &str, port: u16) -> Result<SocketAddr, JsErr> {
     (host, port)
         .to_socket_addrs()
         .map_err(|e| JsErr::from(bcv_core::handle::Error::io(format!("resolving {host}:{port}"), e)))?
@@ -279,10 +280,10 @@ pub fn scope(env: Env) -> napi::Result<Scope> {
 /// Marks the `onData` delivery `token` as settled, letting the next chunk through.
 #[napi]
 pub fn callback_done(token: f64) {
-    if let Some(local) = EnvLocal::current() {
-        if let Some(cb) = local.callbacks.borrow_mut().remove(&(token as u64)) {
-            let _ = cb.done.try_send(());
-        }
+    if let Some(local) = EnvLocal::current()
+        && let Some(cb) = local.callbacks.borrow_mut().remove(&(token as u64))
+    {
+        let _ = cb.done.try_send(());
     }
 }
 
