@@ -18,7 +18,7 @@ else
 fi
 
 step "Rust: T35 soak, a million cycles, in release"
-cargo nextest run --release -p bcv-core --test soak --no-capture 2>/dev/null || cargo test --release -p bcv-core --test soak -- --nocapture
+cargo nextest run --release -p bcv-core --test soak --no-capture
 
 step "Rust: quickstart (the README's main command) in release"
 cargo run -q --release -p bcv-cli -- quickstart

@@ -270,7 +270,8 @@ fn new_scope(py: Python<'_>) -> PyResult<PyScope> {
     Ok(PyScope::new())
 }
 
-/// Runtime counters: `{"live_nodes": int, "created_nodes": int, "violations": {"V1": int, ..., "V6": int}}`.
+/// Runtime counters: `{"live_nodes": int, "created_nodes": int, "violations": {"V1": int, ..., "V6": int},
+/// "live": [(id, label, state), ...]}` (the nodes not yet torn down, oldest first).
 #[pyfunction]
 fn diagnostics(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     errors::enter(py)?;
@@ -283,6 +284,11 @@ fn diagnostics(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
         violations.set_item(format!("V{}", i + 1), n)?;
     }
     out.set_item("violations", violations)?;
+    let live = PyList::empty(py);
+    for (id, label, state) in rt().live_node_report() {
+        live.append((id, label, format!("{state:?}").to_uppercase()))?;
+    }
+    out.set_item("live", live)?;
     Ok(out)
 }
 

@@ -248,13 +248,15 @@ def test_t34_strict_error_writer_collected_without_finish():
             r.read()
         except bcv.ClosedError as e:
             out["end"] = e.reason
-        g, o = bcv.gzip_compress(bcv.stream_from_bytes(b"x"))
-        del g  # V4: a resource collected while open (the ResourceWarning is expected here)
+        w2, r2 = bcv.pipe()
+        g, o = bcv.gzip_compress(r2)  # its input stays open: the transformer is active
+        del g  # V4: a resource collected while open and active (the ResourceWarning is expected here)
         try:
             bcv.check()
         except bcv.StrictModeViolation as e:
             out["v4"] = e.kind
         o.close()
+        w2.close()
         out["violations"] = bcv.diagnostics()["violations"]
         out["unraisable"] = [repr(u.exc_value) for u in unraisable]
         print(json.dumps(out))

@@ -293,6 +293,7 @@ def test_t38_closed_stream_raises_closed_error_and_repr_works():
     # CLOSING until the reaper has torn it down, then CLOSED: either way repr works and says why.
     assert ("CLOSED" in repr(r) or "CLOSING" in repr(r)) and "SELF" in repr(r) and "ReadStream" in repr(r)
     assert "CLOSED" in repr(w) or "CLOSING" in repr(w)
+    r.close_and_wait(5)
     assert r.state == "CLOSED" and r.close_reason == "SELF"
 
 

@@ -156,9 +156,10 @@ pub struct Undelivered<T> {
 }
 
 impl<T: Send + 'static> FutureWriter<T> {
-    /// Marks this end as internal (held by a task, never by a user): no scope owns it.
+    /// Marks this end as internal (held by a task, never by a user): no scope owns it, and strict mode
+    /// does not report it.
     pub(crate) fn internal(self) -> FutureWriter<T> {
-        self.node.core.leave_scope();
+        self.node.core.mark_internal();
         self
     }
 

@@ -73,6 +73,8 @@ pub(crate) struct NodeCore {
     life: Lifecycle,
     reason: OnceLock<Closed>,
     counted: AtomicBool,
+    /// Held by a pump or transformer task, never by a user: strict mode does not report it.
+    internal: AtomicBool,
     /// Strong link to the parent: a child keeps alive the parent state it needs (option 2).
     _parent: Option<Arc<NodeCore>>,
     dependents: Mutex<Vec<Weak<NodeCore>>>,
@@ -104,6 +106,7 @@ impl NodeCore {
             life: Lifecycle::new(),
             reason: OnceLock::new(),
             counted: AtomicBool::new(true),
+            internal: AtomicBool::new(false),
             _parent: parent.cloned(),
             dependents: Mutex::new(Vec::new()),
             scope: Mutex::new(None),
@@ -251,7 +254,7 @@ impl NodeCore {
         if !self.life.release_external() {
             return;
         }
-        if self.rt.strict.enabled() && !self.rt.is_dead() {
+        if self.rt.strict.enabled() && !self.rt.is_dead() && !self.internal.load(Ordering::Relaxed) {
             if let Some(v) = self.is_open().then(|| self.hooks.release_violation()).flatten() {
                 self.rt.strict.report(v, &self);
             }
@@ -269,7 +272,13 @@ impl NodeCore {
         lock(&self.dependents).iter().filter_map(Weak::upgrade).any(|d| d.has_external_refs())
     }
 
-    /// Removes this node alone from its scope (internal pump ends, which no user holds).
+    /// Marks a pump or transformer end that no user holds: no scope owns it and strict mode ignores it.
+    pub(crate) fn mark_internal(&self) {
+        self.internal.store(true, Ordering::Relaxed);
+        self.leave_scope();
+    }
+
+    /// Removes this node alone from its scope.
     pub(crate) fn leave_scope(&self) {
         if let Some(scope) = lock(&self.scope).take().and_then(|w| w.upgrade()) {
             scope.forget(self.id);

@@ -306,6 +306,19 @@ impl Runtime {
         }
     }
 
+    /// The nodes still live (not torn down), as (id, label, state), oldest first: what a test prints when
+    /// "live_nodes reaches 0" does not hold.
+    pub fn live_node_report(&self) -> Vec<(u64, &'static str, super::NodeState)> {
+        let mut live: Vec<_> = lock(&self.shared.nodes)
+            .values()
+            .filter_map(Weak::upgrade)
+            .filter(|n| !n.is_torn_down())
+            .map(|n| (n.id(), n.label(), n.state()))
+            .collect();
+        live.sort_unstable_by_key(|(id, _, _)| *id);
+        live
+    }
+
     /// Strict-mode diagnostics recorded so far (most recent last, bounded).
     pub fn strict_diagnostics(&self) -> Diagnostics {
         self.shared.strict.recent()

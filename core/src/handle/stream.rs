@@ -286,17 +286,19 @@ pub(crate) fn pipe_with_parents(
 }
 
 impl WriteStream {
-    /// Marks this end as internal (held by a pump task, never by a user): no scope owns it.
+    /// Marks this end as internal (held by a pump task, never by a user): no scope owns it, and strict
+    /// mode does not report it.
     pub(crate) fn internal(self) -> WriteStream {
-        self.node.core.leave_scope();
+        self.node.core.mark_internal();
         self
     }
 }
 
 impl ReadStream {
-    /// Marks this end as internal (held by a pump task, never by a user): no scope owns it.
+    /// Marks this end as internal (held by a pump task, never by a user): no scope owns it, and strict
+    /// mode does not report it.
     pub(crate) fn internal(self) -> ReadStream {
-        self.node.core.leave_scope();
+        self.node.core.mark_internal();
         self
     }
 }
