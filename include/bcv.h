@@ -304,7 +304,9 @@ uint32_t bcv_abi_version(void);
  * Starts a runtime (executor threads and a reaper thread) and writes its handle to `*out`.
  *
  * `strict` is `BCV_STRICT_OFF`, `_WARN` or `_ERROR`, optionally `| BCV_STRICT_WASIP2`. Release it with
- * `bcv_runtime_free`. Errors: `BCV_E_INVALID` (NULL `out`), `BCV_E_IO` (threads could not start).
+ * `bcv_runtime_free`. If SIGPIPE is still at its default action, it is set to "ignore", so a write to a
+ * closed connection returns `BCV_E_CLOSED` rather than killing the process (a handler the application
+ * installed is kept). Errors: `BCV_E_INVALID` (NULL `out`), `BCV_E_IO` (threads could not start).
  */
 bcv_status_t bcv_runtime_new(uint32_t strict, bcv_handle_t *out);
 
@@ -581,6 +583,50 @@ bcv_status_t bcv_stream_on_data(bcv_handle_t reader_handle,
                                 bcv_data_callback_t callback,
                                 void *user_data,
                                 bcv_user_data_free_t user_data_free);
+
+/**
+ * Makes a self-signed certificate for the `count` names (DNS names or IP addresses) and writes the
+ * certificate and its private key, both PEM, to `*cert_pem` and `*key_pem` (free with `bcv_bytes_free`).
+ * Errors: `BCV_E_INVALID`.
+ */
+bcv_status_t bcv_tls_self_signed(const char *const *names,
+                                 size_t count,
+                                 struct bcv_bytes_t *cert_pem,
+                                 struct bcv_bytes_t *key_pem);
+
+/**
+ * Starts TLS as a client on `socket` (whose streams must not have been taken), verifying the server's
+ * certificate for `server_name` against the PEM roots. The session is a dependent child of the socket.
+ * Errors: `BCV_E_AUTH` (handshake failed: untrusted certificate, wrong name), `BCV_E_ALREADY_TAKEN`,
+ * `BCV_E_INVALID`, `BCV_E_CLOSED`.
+ */
+bcv_status_t bcv_tls_client(bcv_handle_t socket,
+                            const char *server_name,
+                            const uint8_t *roots_pem,
+                            size_t roots_len,
+                            bcv_handle_t *session);
+
+/**
+ * Starts TLS as a server on `socket` with a PEM certificate chain and private key. Errors as
+ * `bcv_tls_client`.
+ */
+bcv_status_t bcv_tls_server(bcv_handle_t socket,
+                            const uint8_t *cert_pem,
+                            size_t cert_len,
+                            const uint8_t *key_pem,
+                            size_t key_len,
+                            bcv_handle_t *session);
+
+/**
+ * Takes the session's plaintext receive stream (once). Errors: `BCV_E_ALREADY_TAKEN`.
+ */
+bcv_status_t bcv_tls_take_receive(bcv_handle_t session, bcv_handle_t *reader);
+
+/**
+ * Takes the session's plaintext send stream (once): finishing it sends close_notify then FIN; releasing
+ * it unfinished resets the connection. Errors: `BCV_E_ALREADY_TAKEN`.
+ */
+bcv_status_t bcv_tls_take_send(bcv_handle_t session, bcv_handle_t *writer);
 
 /**
  * Gzip-compresses `input` (consumed) at `level` 0–9. Errors: `BCV_E_INVALID` (level), `BCV_E_BAD_HANDLE`.

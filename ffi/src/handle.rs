@@ -76,10 +76,30 @@ pub unsafe extern "C" fn bcv_abi_version() -> u32 {
     crate::BCV_ABI_VERSION
 }
 
+/// Makes a write to a connection the peer closed an error (`BCV_E_CLOSED`) instead of a process-killing
+/// SIGPIPE, as Rust, Python and Node programs already have it: SIGPIPE is set to "ignore" only if it is
+/// still at its default action, so an application's own handler is left alone.
+fn ignore_default_sigpipe() {
+    // SAFETY: sigaction with a NULL new action only reads the current disposition; the second call
+    // installs SIG_IGN with an empty mask, which is async-signal-safe and valid for SIGPIPE.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut current) == 0 && current.sa_sigaction == libc::SIG_DFL
+        {
+            let mut ignore: libc::sigaction = std::mem::zeroed();
+            ignore.sa_sigaction = libc::SIG_IGN;
+            libc::sigemptyset(&mut ignore.sa_mask);
+            libc::sigaction(libc::SIGPIPE, &ignore, std::ptr::null_mut());
+        }
+    }
+}
+
 /// Starts a runtime (executor threads and a reaper thread) and writes its handle to `*out`.
 ///
 /// `strict` is `BCV_STRICT_OFF`, `_WARN` or `_ERROR`, optionally `| BCV_STRICT_WASIP2`. Release it with
-/// `bcv_runtime_free`. Errors: `BCV_E_INVALID` (NULL `out`), `BCV_E_IO` (threads could not start).
+/// `bcv_runtime_free`. If SIGPIPE is still at its default action, it is set to "ignore", so a write to a
+/// closed connection returns `BCV_E_CLOSED` rather than killing the process (a handler the application
+/// installed is kept). Errors: `BCV_E_INVALID` (NULL `out`), `BCV_E_IO` (threads could not start).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bcv_runtime_new(strict: u32, out: *mut bcv_handle_t) -> bcv_status_t {
     guard(|| {
@@ -91,6 +111,7 @@ pub unsafe extern "C" fn bcv_runtime_new(strict: u32, out: *mut bcv_handle_t) ->
         };
         let profile = if strict & BCV_STRICT_WASIP2 != 0 { "wasip2" } else { "hygiene" };
         let cfg = StrictConfig::parse(&format!("{level},{profile}"));
+        ignore_default_sigpipe();
         match Runtime::builder().strict(cfg).build() {
             Ok(rt) => put(out, table::insert(Object::Runtime(rt))),
             Err(e) => fail(0, &e),

@@ -3,7 +3,7 @@
 //! `libbcv.a` / `libbcv.so` and the generated `include/bcv.h`. This crate holds no logic: it converts
 //! handles, buffers, strings and errors between C and `bcv-core`, and catches every panic at the boundary.
 //! One module per concept, mirrored by one section of the header: [`error`], [`handle`] (runtime, release,
-//! close, scopes, diagnostics), [`stream`], [`future`], [`transform`], [`io`], [`http`].
+//! close, scopes, diagnostics), [`stream`], [`future`], [`transform`], [`io`], [`tls`], [`http`].
 
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]
@@ -15,6 +15,7 @@ pub mod http;
 pub mod io;
 pub mod stream;
 mod table;
+pub mod tls;
 pub mod transform;
 
 /// The version of this C ABI. It changes whenever a signature or a constant changes incompatibly.

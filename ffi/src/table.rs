@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use bcv_core::handle::{
     FutureReader, FutureWriter, HttpFields, HttpServer, IncomingMessage, Node, ReadStream, Resource, Runtime, Scope,
-    TcpListener, TcpSocket, WriteStream,
+    TcpListener, TcpSocket, TlsSession, WriteStream,
 };
 
 use crate::error::{BCV_E_BAD_HANDLE, BCV_E_WRONG_TYPE, bcv_status_t, fail_with};
@@ -28,6 +28,7 @@ pub(crate) enum Object {
     HttpServer(HttpServer),
     HttpMessage(IncomingMessage),
     Trailers(FutureReader<Option<HttpFields>>),
+    Tls(TlsSession),
 }
 
 impl Object {
@@ -45,6 +46,7 @@ impl Object {
             Object::HttpServer(s) => Some(s),
             Object::HttpMessage(m) => Some(m),
             Object::Trailers(t) => Some(t),
+            Object::Tls(t) => Some(t),
             Object::Runtime(_) | Object::Scope(_) => None,
         }
     }
@@ -64,6 +66,7 @@ impl Object {
             Object::HttpServer(_) => "http server",
             Object::HttpMessage(_) => "http message",
             Object::Trailers(_) => "trailers future",
+            Object::Tls(_) => "tls session",
         }
     }
 }

@@ -786,6 +786,163 @@ static void t36_t39(void) {
     finish_runtime(rt);
 }
 
+
+/* ---- T27: closing a socket closes its TLS session (CR-dep); the peer-address snapshot still reads ---- */
+struct tls_server {
+    bcv_handle_t listener;
+    bcv_bytes_t cert, key;
+    bcv_handle_t socket, session, r, w;
+    bcv_status_t status;
+};
+
+static void *tls_accept_and_echo(void *arg) {
+    struct tls_server *ts = arg;
+    ts->status = bcv_tcp_accept(ts->listener, 5000, &ts->socket);
+    if (ts->status != BCV_OK) return NULL;
+    ts->status = bcv_tls_server(ts->socket, ts->cert.data, ts->cert.len, ts->key.data, ts->key.len, &ts->session);
+    if (ts->status != BCV_OK) return NULL;
+    bcv_tls_take_receive(ts->session, &ts->r);
+    bcv_tls_take_send(ts->session, &ts->w);
+    uint8_t buf[256];
+    size_t n = 0;
+    /* Echo one message, then stay connected and silent, so the client's next read is in flight. */
+    if (bcv_stream_read(ts->r, buf, sizeof buf, &n, 5000) == BCV_OK) bcv_stream_write(ts->w, buf, n, NULL, 5000);
+    return NULL;
+}
+
+static void t27(void) {
+    bcv_handle_t rt = new_runtime(BCV_STRICT_OFF), client, session, recv, send;
+    struct tls_server ts = {0};
+    const char *names[] = {"localhost"};
+    OK(bcv_tls_self_signed(names, 1, &ts.cert, &ts.key));
+    OK(bcv_tcp_listen(rt, "127.0.0.1:0", &ts.listener));
+    char addr[64];
+    addr_of(ts.listener, addr, sizeof addr);
+    pthread_t t;
+    pthread_create(&t, NULL, tls_accept_and_echo, &ts);
+    OK(bcv_tcp_connect(rt, addr, &client));
+    OK(bcv_tls_client(client, "localhost", ts.cert.data, ts.cert.len, &session));
+    OK(bcv_tls_take_receive(session, &recv));
+    OK(bcv_tls_take_send(session, &send));
+    OK(bcv_stream_write(send, (const uint8_t *)"over tls", 8, NULL, 5000));
+    uint8_t buf[64];
+    size_t n = 0;
+    OK(bcv_stream_read(recv, buf, sizeof buf, &n, 5000));
+    CHECK(n == 8 && memcmp(buf, "over tls", 8) == 0);
+    pthread_join(t, NULL);
+    CHECK_EQ(ts.status, BCV_OK);
+    int fds_connected = open_fds(); /* both ends of the connection are open, in this process */
+    char peer_before[64], peer_after[64];
+    OK(bcv_tcp_peer_addr(client, peer_before, sizeof peer_before, NULL)); /* A: a detached snapshot */
+    struct blocked b = {.h = recv};
+    pthread_t reader;
+    pthread_create(&reader, NULL, blocked_read, &b); /* an operation in flight on L */
+    sleep_ms(20);
+    OK(bcv_close_and_wait(client, 5000)); /* S.close(), waiting for quiescence */
+    pthread_join(reader, NULL);
+    CHECK_EQ(b.status, BCV_E_CLOSED);
+    CHECK_EQ(b.reason, BCV_REASON_PARENT);
+    CHECK_EQ(bcv_stream_write(send, (const uint8_t *)"x", 1, NULL, 1000), BCV_E_CLOSED);
+    CHECK_EQ(reason_of(send), BCV_REASON_PARENT);
+    OK(bcv_tcp_peer_addr(client, peer_after, sizeof peer_after, NULL));
+    CHECK(strcmp(peer_before, peer_after) == 0);
+    CHECK(open_fds() < fds_connected); /* the socket's fd is closed */
+    bcv_handle_t all[] = {session, recv, send, client, ts.r, ts.w, ts.session, ts.socket, ts.listener};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) OK(bcv_release(all[i]));
+    bcv_bytes_free(&ts.cert);
+    bcv_bytes_free(&ts.key);
+    finish_runtime(rt);
+}
+
+/* ---- T33: strict wasip2 profile: parent released before a live child is reported, behaviour unchanged ---- */
+static void t33(void) {
+    bcv_handle_t rt = new_runtime(BCV_STRICT_WARN | BCV_STRICT_WASIP2), src, g, out;
+    static uint8_t data[1000];
+    fill(data, sizeof data, 33);
+    OK(bcv_stream_from_bytes(rt, data, sizeof data, &src));
+    OK(bcv_gzip_compress(rt, src, 1, &g, &out));
+    OK(bcv_release(g)); /* V1 under wasip2: the parent goes before its live output */
+    bcv_handle_t g2, back;
+    OK(bcv_gzip_decompress(rt, out, &g2, &back));
+    bcv_bytes_t got = {0};
+    OK(bcv_stream_collect(back, &got)); /* reads to EOF exactly as without strict mode */
+    CHECK(got.len == sizeof data && memcmp(got.data, data, got.len) == 0);
+    bcv_bytes_free(&got);
+    bcv_diagnostics_t d;
+    OK(bcv_diagnostics(rt, &d));
+    CHECK(d.violations[0] >= 1);
+    OK(bcv_release(g2));
+    OK(bcv_release(back));
+    finish_runtime(rt);
+}
+
+/* ---- T35: soak: create -> take body -> random-order release cycles; RSS, live nodes and fds stable ---- */
+static long rss_kib(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, resident = 0;
+    if (!f) return -1;
+    if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = -1;
+    fclose(f);
+    return resident * 4;
+}
+
+static void soak_cycle(bcv_handle_t rt, unsigned *seed, long i) {
+    bcv_handle_t h[5];
+    int n = 0;
+    bcv_handle_t w, r, fw, fr;
+    OK(bcv_pipe_new(rt, 256, &w, &r));
+    bcv_stream_write(w, (const uint8_t *)"body bytes", 10, NULL, 0);
+    if (rand_r(seed) % 2) bcv_stream_finish(w);
+    if (i % 16 == 0) {
+        bcv_handle_t t, body;
+        OK(bcv_gzip_compress(rt, r, 1, &t, &body)); /* take the body out of a resource */
+        h[n++] = t;
+        h[n++] = body;
+    } else {
+        h[n++] = r;
+    }
+    OK(bcv_future_new(rt, &fw, &fr));
+    if (rand_r(seed) % 2) bcv_future_write(fw, (const uint8_t *)"v", 1);
+    h[n++] = w;
+    h[n++] = fw;
+    h[n++] = fr;
+    for (int k = n - 1; k > 0; k--) {
+        int j = rand_r(seed) % (k + 1);
+        bcv_handle_t tmp = h[k];
+        h[k] = h[j];
+        h[j] = tmp;
+    }
+    for (int k = 0; k < n; k++) OK(bcv_release(h[k]));
+}
+
+static void t35(void) {
+    const char *env = getenv("BCV_SOAK_CYCLES");
+    long cycles = env ? atol(env) : 1000000;
+    long rhythm = 500;
+    bcv_handle_t rt = new_runtime(BCV_STRICT_OFF);
+    unsigned seed = 35;
+    long warm = cycles / 4 > 10 * rhythm ? cycles / 4 : 10 * rhythm;
+    for (long i = 0; i < warm; i++) {
+        soak_cycle(rt, &seed, i);
+        if (i % rhythm == rhythm - 1) bcv_runtime_wait_idle(rt, 30000, NULL);
+    }
+    OK(bcv_runtime_wait_idle(rt, 30000, NULL));
+    int fds = open_fds();
+    long rss = rss_kib();
+    for (long i = 0; i < cycles; i++) {
+        soak_cycle(rt, &seed, i);
+        if (i % rhythm == rhythm - 1) bcv_runtime_wait_idle(rt, 30000, NULL);
+    }
+    uint64_t live = 99;
+    OK(bcv_runtime_wait_idle(rt, 30000, &live));
+    CHECK_EQ(live, 0);
+    long growth = rss_kib() - rss;
+    printf("     T35: %ld cycles, RSS grew by %ld KiB\n", cycles, growth);
+    CHECK(growth < 5 * 1024);
+    CHECK_EQ(open_fds(), fds);
+    OK(bcv_runtime_free(rt));
+}
+
 /* ---- T40: bcv_runtime_free with live handles, released afterwards from other threads ---- */
 static bcv_handle_t t40_handles[64];
 static void *t40_release(void *arg) {
@@ -893,6 +1050,9 @@ static void *all_tests(void *arg) {
     run("T31 stuck callback and shutdown timeout", t31);
     run("T32 concurrent reads", t32);
     run("T36/T39 auto-close and port reuse", t36_t39);
+    run("T27 closing a socket closes its TLS session", t27);
+    run("T33 strict wasip2: parent released first is reported", t33);
+    run("T35 soak", t35);
     run("T40 runtime freed before handles", t40);
     run("strict mode V2", strict_mode);
     run("files", files);

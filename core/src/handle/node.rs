@@ -206,9 +206,14 @@ impl NodeCore {
             alive
         };
         let child_reason = Closed::new(cascade_reason(closed.reason));
-        // Read ends first: a reader woken by its writer's close must already see its own PARENT reason.
+        // Child resources first (they close their own read ends at once), then read ends, then write ends:
+        // a reader woken by a sibling's close must already see its own PARENT reason.
         let mut dependents = dependents;
-        dependents.sort_by_key(|d| !d.is_read_end());
+        dependents.sort_by_key(|d| match d.kind {
+            NodeKind::Resource => 0,
+            NodeKind::StreamReader | NodeKind::FutureReader => 1,
+            NodeKind::StreamWriter | NodeKind::FutureWriter => 2,
+        });
         for child in dependents {
             child.close_with(child_reason);
         }

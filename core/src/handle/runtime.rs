@@ -419,7 +419,10 @@ impl Runtime {
         }
         if let Some(rt) = lock(&shared.tokio).take() {
             // Join the executor threads within what is left of the deadline, so nothing outlives it.
-            rt.shutdown_timeout(deadline.saturating_duration_since(Instant::now()));
+            // (Idle blocking-pool threads need a moment to notice; give them one even at the deadline,
+            // unless something is stuck, in which case nothing is waited for.)
+            let grace = if stuck.is_empty() { Duration::from_millis(250) } else { Duration::ZERO };
+            rt.shutdown_timeout(deadline.saturating_duration_since(Instant::now()).max(grace));
         }
         if stuck.is_empty() { Ok(()) } else { Err(ShutdownError::Timeout { stuck_node_ids: stuck }) }
     }

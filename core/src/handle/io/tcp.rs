@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::handle::node::{Node, lock};
 use crate::handle::reason::{CloseReason, Closed, Error, Result};
@@ -147,17 +147,25 @@ impl TcpSocket {
             let _enter = rt.tokio_handle().enter();
             tokio::net::TcpStream::from_std(std_stream).map_err(|e| Error::io(format!("socket to {peer}"), e))?
         };
-        let (mut rd, mut wr) = stream.into_split();
+        let (rd, mut wr) = stream.into_split();
         res.spawn(async move {
             loop {
-                let mut buf = vec![0u8; DEFAULT_CAPACITY];
-                let got = tokio::select! {
-                    got = rd.read(&mut buf) => got,
+                // Wait for data before allocating: an idle connection holds no read buffer.
+                let ready = tokio::select! {
+                    ready = rd.readable() => ready,
                     _ = recv_w.peer_gone() => {
                         // The app released or closed the receive stream: stop reading (SHUT_RD).
                         let _ = socket2::SockRef::from(rd.as_ref()).shutdown(std::net::Shutdown::Read);
                         return;
                     }
+                };
+                let mut buf = vec![0u8; DEFAULT_CAPACITY];
+                let got = match ready {
+                    Ok(()) => match rd.try_read(&mut buf) {
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        other => other,
+                    },
+                    Err(e) => Err(e),
                 };
                 match got {
                     Ok(0) => {

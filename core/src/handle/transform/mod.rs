@@ -48,7 +48,8 @@ fn transform(
     )?;
     let writer = writer.internal();
     res.spawn(async move {
-        let mut out = Vec::with_capacity(DEFAULT_CAPACITY + 1024);
+        // Grown by the codec when it has output: an idle transformer holds no buffer.
+        let mut out = Vec::new();
         loop {
             let next = tokio::select! {
                 next = input.read_chunk(DEFAULT_CAPACITY) => next,
@@ -82,7 +83,7 @@ fn transform(
                 return;
             }
             if !out.is_empty() {
-                let ready = Bytes::from(std::mem::replace(&mut out, Vec::with_capacity(DEFAULT_CAPACITY + 1024)));
+                let ready = Bytes::from(std::mem::take(&mut out));
                 if writer.write_bytes(ready).await.is_err() {
                     // X2: the output's reader went away; dropping `input` tells the producer.
                     return;
