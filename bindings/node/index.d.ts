@@ -20,7 +20,7 @@ export declare class Handle {
   get id(): number
   /**
    * `'ReadStream' | 'WriteStream' | 'Resource' | 'TcpListener' | 'TcpSocket' | 'FutureReader' | 'FutureWriter'
-   * | 'HttpServer' | 'IncomingMessage' | 'Trailers'`.
+   * | 'HttpServer' | 'IncomingMessage' | 'Trailers' | 'TlsSession'`.
    */
   get kind(): string
   /** A short label such as `'pipe reader'` or `'gzip compress'`. */
@@ -79,11 +79,14 @@ export declare class Handle {
   get localAddress(): SocketAddress | null
   /** The peer's address: a detached snapshot (CR-det), readable after close. */
   get peerAddress(): SocketAddress | null
-  /** Takes the socket's receive stream (once). Throws `BCV_ALREADY_TAKEN`. */
+  /**
+   * Takes the receive stream of a socket or TLS session (once; plaintext for TLS). Throws
+   * `BCV_ALREADY_TAKEN`.
+   */
   takeReceive(): Handle
   /**
-   * Takes the socket's send stream (once): `finish()` sends FIN; releasing it unfinished resets the
-   * connection. Throws `BCV_ALREADY_TAKEN`.
+   * Takes the send stream of a socket or TLS session (once): `finish()` sends FIN (after close_notify
+   * for TLS); releasing it unfinished resets the connection. Throws `BCV_ALREADY_TAKEN`.
    */
   takeSend(): Handle
   /**
@@ -124,6 +127,19 @@ export declare class Handle {
    * connection. Throws as `respond`; rejects with `BCV_CLOSED` if the exchange ends first.
    */
   respondWith(status: number, headers: Array<[string, string]>, body: Uint8Array): Promise<void>
+  /**
+   * Starts TLS as a client on this socket: verifies the server's certificate for `serverName` against
+   * the PEM roots in `trustedRootsPem`. Takes the socket's streams; resolves with a `TlsSession` handle
+   * (a dependent child of the socket). Rejects with `BCV_AUTH` when the handshake fails (untrusted
+   * certificate, wrong name), `BCV_ALREADY_TAKEN` if a socket stream was taken, `BCV_INVALID_ARGUMENT`
+   * for a bad name or PEM, `BCV_CLOSED`.
+   */
+  startTlsClient(serverName: string, trustedRootsPem: Uint8Array): Promise<Handle>
+  /**
+   * Starts TLS as a server on this socket with a PEM certificate chain and private key. Resolves and
+   * rejects as `startTlsClient`.
+   */
+  startTlsServer(certChainPem: Uint8Array, keyPem: Uint8Array): Promise<Handle>
 }
 
 /**
@@ -232,6 +248,20 @@ export declare function reaperFlush(): Promise<void>
 export declare function scope(): Scope
 
 /**
+ * Makes a self-signed certificate for `names` (DNS names or IP addresses), for tests and development
+ * servers. Throws `BCV_INVALID_ARGUMENT` for a name that cannot go in a certificate.
+ */
+export declare function selfSignedCertificate(names: Array<string>): SelfSignedCertificate
+
+/** A self-signed certificate and its private key, both PEM. */
+export interface SelfSignedCertificate {
+  /** The certificate (PEM), also usable as the client's trusted root. */
+  certPem: string
+  /** The private key (PKCS#8 PEM). */
+  keyPem: string
+}
+
+/**
  * Shuts the process-wide runtime down: every node of every env is closed with `RUNTIME_SHUTDOWN`, then
  * waits (off the JS thread) until none is live. Rejects with `BCV_SHUTDOWN_TIMEOUT` and `stuckNodeIds`
  * after `timeoutMs`. Afterwards every call fails with `BCV_CLOSED` (`RUNTIME_SHUTDOWN`). Idempotent.
@@ -257,6 +287,21 @@ export declare function spawnPipe(src: Handle, dst: Handle): void
 
 /** A read stream that yields a copy of `data`, then a clean EOF. */
 export declare function streamFromBytes(data: Uint8Array): Handle
+
+/** One strict-mode report (LIFETIMES.md §5). */
+export interface StrictDiagnostic {
+  /** `'V1'` … `'V6'`. */
+  violation: string
+  /** The node it concerns. */
+  nodeId: number
+  /** The node's label (`'pipe writer'`, …). */
+  nodeLabel: string
+  /** Where the node was created (captured while strict mode is on). */
+  creationBacktrace?: string
+}
+
+/** The most recent strict-mode diagnostics of the runtime (oldest first; empty when strict mode is off). */
+export declare function strictDiagnostics(): Array<StrictDiagnostic>
 
 /** Connects to `host:port` (name resolution off the JS thread). Rejects with `BCV_IO`. */
 export declare function tcpConnect(host: string, port: number): Promise<Handle>

@@ -69,7 +69,7 @@ export declare class BusyError extends BcvError {}
 export declare class TimeoutError extends BcvError {}
 /** Waiting here could deadlock (e.g. `closeAndWait()` inside the stream's own `onData` listener). */
 export declare class WouldDeadlockError extends BcvError {}
-/** Encrypted input failed authentication (wrong key, tampered or truncated). */
+/** Authentication failed: encrypted input (wrong key, tampered or truncated) or a TLS handshake (untrusted certificate, wrong name). */
 export declare class AuthenticationError extends BcvError {}
 /** Compressed or framed input is malformed. */
 export declare class CorruptError extends BcvError {}
@@ -182,6 +182,44 @@ export declare class TcpSocket extends Handle {
   /** A snapshot, readable after close. */
   readonly peerAddress: SocketAddress;
   readonly localAddress: SocketAddress;
+  /**
+   * Starts TLS as a client (takes both streams): verifies the server's certificate for `serverName`
+   * against `trustedRootsPem`. Rejects with `AuthenticationError` (`BCV_AUTH`) when the handshake fails,
+   * `BcvError` (`BCV_ALREADY_TAKEN`, `BCV_INVALID_ARGUMENT`), `ClosedError`.
+   */
+  startTlsClient(serverName: string, trustedRootsPem: string | Uint8Array): Promise<TlsSession>;
+  /** Starts TLS as a server with a PEM certificate chain and key; rejects as `startTlsClient`. */
+  startTlsServer(certPem: string | Uint8Array, keyPem: string | Uint8Array): Promise<TlsSession>;
+}
+
+/**
+ * A TLS session over a `TcpSocket`: a dependent child of the socket, whose `close()` ends the session's
+ * streams with `ClosedError('PARENT')`. Its plaintext streams are taken once each.
+ */
+export declare class TlsSession extends Handle {
+  /** Plaintext receive stream; throws `BcvError` (`BCV_ALREADY_TAKEN`) the second time. */
+  takeReceive(): ReadStream;
+  /** Plaintext send stream: `finish()` sends close_notify then FIN; closing it unfinished resets. */
+  takeSend(): WriteStream;
+  /** A snapshot, readable after close. */
+  readonly peerAddress: SocketAddress;
+}
+
+/** A self-signed certificate and its private key (PEM). */
+export interface SelfSignedCertificate {
+  /** The certificate, also usable as the client's trusted root. */
+  certPem: string;
+  /** The PKCS#8 private key. */
+  keyPem: string;
+}
+
+/** One strict-mode report. */
+export interface StrictDiagnostic {
+  violation: 'V1' | 'V2' | 'V3' | 'V4' | 'V5' | 'V6';
+  nodeId: number;
+  nodeLabel: string;
+  /** Where the node was created (captured while strict mode is on), or `null`. */
+  creationBacktrace: string | null;
 }
 
 /** The write end of a one-shot future. */
@@ -326,12 +364,16 @@ export declare function httpServe(host: string, port: number): HttpServer;
  * (`BCV_INVALID_ARGUMENT` for a bad URL, method or header; `BCV_IO` naming the URL).
  */
 export declare function httpRequest(method: string, url: string, options?: HttpRequestOptions): Promise<IncomingMessage>;
+/** A self-signed certificate for `names` (DNS names or IP addresses); for tests and development. */
+export declare function selfSignedCertificate(names: string | readonly string[]): SelfSignedCertificate;
 /** A one-shot future carrying any JS value. */
 export declare function future<T = unknown>(): [FutureWriter<T>, FutureReader<T>];
 /** Copies `src` into `dst` in the background (both consumed), then finishes `dst`. */
 export declare function spawnPipe(src: ReadStream, dst: WriteStream): void;
 /** Runtime counters. */
 export declare function diagnostics(): Diagnostics;
+/** The most recent strict-mode diagnostics (oldest first); empty while strict mode is off. */
+export declare function strictDiagnostics(): StrictDiagnostic[];
 /** Shuts the process-wide runtime down; rejects with `ShutdownTimeoutError` at the deadline. Final. */
 export declare function shutdown(timeoutMs?: number): Promise<void>;
 /** Resolves once every release so far was processed. */

@@ -91,7 +91,7 @@ class BusyError extends BcvError {}
 class TimeoutError extends BcvError {}
 /** Waiting here could deadlock, e.g. `closeAndWait()` inside the stream's own `onData` callback. */
 class WouldDeadlockError extends BcvError {}
-/** Encrypted input failed authentication: wrong key, tampered or truncated (`BCV_AUTH`). */
+/** Authentication failed (`BCV_AUTH`): encrypted input (wrong key, tampered or truncated), or a TLS handshake (untrusted certificate, wrong name). */
 class AuthenticationError extends BcvError {}
 /** Compressed or framed input is malformed (`BCV_CORRUPT`). */
 class CorruptError extends BcvError {}
@@ -145,6 +145,7 @@ function wrap(h) {
     case 'HttpServer': return new HttpServer(h);
     case 'IncomingMessage': return new IncomingMessage(h);
     case 'Trailers': return new Trailers(h);
+    case 'TlsSession': return new TlsSession(h);
     default: return new Resource(h);
   }
 }
@@ -492,6 +493,65 @@ class TcpSocket extends Handle {
   get peerAddress() { return this[kNative].peerAddress; }
   /** The local address `{ address, port, family }`: a snapshot. */
   get localAddress() { return this[kNative].localAddress; }
+
+  /**
+   * Starts TLS as a client: verifies the server's certificate for `serverName` against the PEM roots in
+   * `trustedRootsPem`. Takes this socket's receive and send streams; the session is a dependent child of
+   * the socket (`close()` on the socket ends it with `ClosedError('PARENT')`).
+   * @param {string} serverName the DNS name (or IP address) the certificate must be valid for
+   * @param {string | Uint8Array} trustedRootsPem one or more PEM certificates
+   * @returns {Promise<TlsSession>} rejects with `AuthenticationError` (`BCV_AUTH`) when the handshake
+   *   fails (untrusted certificate, wrong name), `BcvError` `BCV_ALREADY_TAKEN` if a stream was taken,
+   *   `BCV_INVALID_ARGUMENT` for a bad name or PEM, `ClosedError`
+   */
+  async startTlsClient(serverName, trustedRootsPem) {
+    return new TlsSession(await this[kNative].startTlsClient(String(serverName), toBytes(trustedRootsPem)));
+  }
+
+  /**
+   * Starts TLS as a server with a PEM certificate chain and private key. As `startTlsClient`.
+   * @param {string | Uint8Array} certPem the certificate chain (PEM)
+   * @param {string | Uint8Array} keyPem the private key (PEM)
+   * @returns {Promise<TlsSession>} rejects as `startTlsClient`
+   */
+  async startTlsServer(certPem, keyPem) {
+    return new TlsSession(await this[kNative].startTlsServer(toBytes(certPem), toBytes(keyPem)));
+  }
+}
+
+/**
+ * A TLS session over a `TcpSocket` (`startTlsClient` / `startTlsServer`): a dependent child of the socket.
+ * Its plaintext receive and send streams are taken once each; closing the session or its socket ends
+ * them (`PARENT`). Releasing the session handle leaves taken streams working.
+ */
+class TlsSession extends Handle {
+  /**
+   * Takes the plaintext receive stream (once). A peer that vanishes without `close_notify` ends it with
+   * `ClosedError`, never a clean EOF.
+   * @returns {ReadStream}
+   * @throws {BcvError} `BCV_ALREADY_TAKEN`
+   */
+  takeReceive() {
+    return new ReadStream(this[kNative].takeReceive());
+  }
+
+  /**
+   * Takes the plaintext send stream (once). `finish()` sends `close_notify` then FIN; releasing or closing
+   * it unfinished resets the connection.
+   * @returns {WriteStream}
+   * @throws {BcvError} `BCV_ALREADY_TAKEN`
+   */
+  takeSend() {
+    return new WriteStream(this[kNative].takeSend());
+  }
+
+  /** The peer's address `{ address, port, family }`: a snapshot, readable after close. */
+  get peerAddress() { return this[kNative].peerAddress; }
+
+  [kInspectFields]() {
+    const p = this.peerAddress;
+    return p ? { peer: `${p.address}:${p.port}` } : {};
+  }
 }
 
 /** The write end of a one-shot future. Releasing it without a value fails the reader (`PEER_DROPPED`). */
@@ -893,6 +953,19 @@ async function httpRequest(method, url, options = {}) {
 }
 
 /**
+ * Makes a self-signed certificate (for tests and development servers).
+ * @param {string | string[]} names DNS names or IP addresses the certificate is valid for
+ * @returns {{ certPem: string, keyPem: string }} the certificate (also usable as the client's trusted root)
+ *   and its PKCS#8 private key, both PEM
+ * @throws {BcvError} `BCV_INVALID_ARGUMENT` for a name that cannot go in a certificate
+ */
+function selfSignedCertificate(names) {
+  const list = typeof names === 'string' ? [names] : Array.from(names ?? [], String);
+  const { certPem, keyPem } = native.selfSignedCertificate(list);
+  return { certPem, keyPem };
+}
+
+/**
  * Creates a one-shot future carrying any JS value.
  * @returns {[FutureWriter, FutureReader]}
  */
@@ -920,6 +993,20 @@ function diagnostics() {
   const d = native.diagnostics();
   const [V1, V2, V3, V4, V5, V6] = d.violations;
   return { liveNodes: d.liveNodes, createdNodes: d.createdNodes, violations: { V1, V2, V3, V4, V5, V6 }, shutDown: d.shutDown };
+}
+
+/**
+ * The most recent strict-mode diagnostics (oldest first; empty while strict mode is off). Strict mode is
+ * set with `BCV_STRICT` (`warn` or `error`, optionally `,wasip2` for V1) before the runtime starts.
+ * @returns {Array<{ violation: string, nodeId: number, nodeLabel: string, creationBacktrace: string | null }>}
+ */
+function strictDiagnostics() {
+  return native.strictDiagnostics().map((d) => ({
+    violation: d.violation,
+    nodeId: d.nodeId,
+    nodeLabel: d.nodeLabel,
+    creationBacktrace: d.creationBacktrace ?? null,
+  }));
 }
 
 /**
@@ -972,9 +1059,11 @@ module.exports = {
   tcpConnect,
   httpServe,
   httpRequest,
+  selfSignedCertificate,
   future,
   spawnPipe,
   diagnostics,
+  strictDiagnostics,
   shutdown,
   reaperFlush,
   waitIdle,
@@ -986,6 +1075,7 @@ module.exports = {
   WriteStream,
   TcpListener,
   TcpSocket,
+  TlsSession,
   FutureWriter,
   FutureReader,
   HttpServer,

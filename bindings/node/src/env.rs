@@ -395,6 +395,9 @@ pub(crate) enum Out {
     /// A new handle to wrap; registered with the env, and with the binding scope whose id is given
     /// (the scope that was innermost when the operation began).
     Handle(Kind, Option<u64>),
+    /// As `Handle`, for a dependent child made by an operation on a parent handle: the ids of the handles
+    /// it was taken from (parent first), for `detachFromScope`.
+    Child(Kind, Option<u64>, Vec<u64>),
     /// A value parked by a future's writer.
     Parked(JsKey),
     /// HTTP header or trailer fields as `[name, value]` pairs; `None` becomes `null`.

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bcv_core::handle::{
     CloseReason, Closed, DEFAULT_CAPACITY, FutureReader, FutureWriter, HttpFields, HttpServer, IncomingMessage, Node,
-    NodeState, ReadStream, Resource, StreamEvent, TcpListener, TcpSocket, WriteStream,
+    NodeState, ReadStream, Resource, StreamEvent, TcpListener, TcpSocket, TlsSession, WriteStream,
 };
 use bytes::Bytes;
 use napi::bindgen_prelude::{Uint8Array, Unknown};
@@ -43,6 +43,8 @@ pub(crate) enum Kind {
     Message(IncomingMessage),
     /// The trailers future of an incoming message's body.
     Trailers(FutureReader<Option<HttpFields>>),
+    /// A TLS session over a TCP socket (a dependent child of the socket).
+    Tls(TlsSession),
 }
 
 impl Kind {
@@ -59,6 +61,7 @@ impl Kind {
             Kind::HttpServer(s) => s,
             Kind::Message(m) => m,
             Kind::Trailers(t) => t,
+            Kind::Tls(t) => t,
         }
     }
 
@@ -74,6 +77,7 @@ impl Kind {
             Kind::HttpServer(_) => "HttpServer",
             Kind::Message(_) => "IncomingMessage",
             Kind::Trailers(_) => "Trailers",
+            Kind::Tls(_) => "TlsSession",
         }
     }
 }
@@ -106,6 +110,11 @@ pub(crate) fn out_to_js(local: &EnvLocal, out: Out) -> napi::Result<sys::napi_va
         Out::Fields(Some(fields)) => js::fields(env, &fields),
         Out::Handle(kind, scope_id) => {
             let handle = Handle::wrap_in_scope(local, kind, scope_id);
+            unsafe { <Handle as napi::bindgen_prelude::ToNapiValue>::to_napi_value(env, handle)? }
+        }
+        Out::Child(kind, scope_id, ancestors) => {
+            let mut handle = Handle::wrap_in_scope(local, kind, scope_id);
+            handle.ancestors = ancestors;
             unsafe { <Handle as napi::bindgen_prelude::ToNapiValue>::to_napi_value(env, handle)? }
         }
     })
@@ -241,8 +250,13 @@ impl Handle {
     /// Wraps a dependent child taken from `parent` (a socket's streams, a message's body and trailers).
     pub(crate) fn wrap_child(local: &EnvLocal, kind: Kind, parent: &Handle) -> Handle {
         let mut child = Handle::wrap(local, kind);
-        child.ancestors = std::iter::once(parent.id).chain(parent.ancestors.iter().copied()).collect();
+        child.ancestors = parent.lineage();
         child
+    }
+
+    /// The ids of this handle and of the handles it was taken from: the ancestors of a child taken from it.
+    pub(crate) fn lineage(&self) -> Vec<u64> {
+        std::iter::once(self.id).chain(self.ancestors.iter().copied()).collect()
     }
 
     pub(crate) fn get(&self, local: &EnvLocal) -> napi::Result<Arc<Kind>> {
@@ -312,7 +326,7 @@ impl Handle {
     }
 
     /// `'ReadStream' | 'WriteStream' | 'Resource' | 'TcpListener' | 'TcpSocket' | 'FutureReader' | 'FutureWriter'
-    /// | 'HttpServer' | 'IncomingMessage' | 'Trailers'`.
+    /// | 'HttpServer' | 'IncomingMessage' | 'Trailers' | 'TlsSession'`.
     #[napi(getter)]
     pub fn kind(&self) -> &'static str {
         self.kind
@@ -546,28 +560,38 @@ impl Handle {
     pub fn peer_address(&self) -> Option<SocketAddress> {
         match self.slot.borrow().as_deref() {
             Some(Kind::Socket(s)) => Some(s.peer_addr().into()),
+            Some(Kind::Tls(t)) => Some(t.peer_addr().into()),
             _ => None,
         }
     }
 
-    /// Takes the socket's receive stream (once). Throws `BCV_ALREADY_TAKEN`.
+    /// Takes the receive stream of a socket or TLS session (once; plaintext for TLS). Throws
+    /// `BCV_ALREADY_TAKEN`.
     #[napi]
     pub fn take_receive(&self, env: Env) -> napi::Result<Handle> {
         let local = enter(&env)?;
         let kind = self.get(&local)?;
-        let Kind::Socket(s) = &*kind else { return Err(self.wrong(&local, "takeReceive")) };
-        let r = s.take_receive().map_err(|e| JsErr::from(e).throw(&local))?;
+        let r = match &*kind {
+            Kind::Socket(s) => s.take_receive(),
+            Kind::Tls(t) => t.take_receive(),
+            _ => return Err(self.wrong(&local, "takeReceive")),
+        };
+        let r = r.map_err(|e| JsErr::from(e).throw(&local))?;
         Ok(Handle::wrap_child(&local, Kind::Read(r), self))
     }
 
-    /// Takes the socket's send stream (once): `finish()` sends FIN; releasing it unfinished resets the
-    /// connection. Throws `BCV_ALREADY_TAKEN`.
+    /// Takes the send stream of a socket or TLS session (once): `finish()` sends FIN (after close_notify
+    /// for TLS); releasing it unfinished resets the connection. Throws `BCV_ALREADY_TAKEN`.
     #[napi]
     pub fn take_send(&self, env: Env) -> napi::Result<Handle> {
         let local = enter(&env)?;
         let kind = self.get(&local)?;
-        let Kind::Socket(s) = &*kind else { return Err(self.wrong(&local, "takeSend")) };
-        let w = s.take_send().map_err(|e| JsErr::from(e).throw(&local))?;
+        let w = match &*kind {
+            Kind::Socket(s) => s.take_send(),
+            Kind::Tls(t) => t.take_send(),
+            _ => return Err(self.wrong(&local, "takeSend")),
+        };
+        let w = w.map_err(|e| JsErr::from(e).throw(&local))?;
         Ok(Handle::wrap_child(&local, Kind::Write(w), self))
     }
 

@@ -19,6 +19,7 @@ mod handle;
 mod http;
 mod js;
 mod scope;
+mod tls;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;

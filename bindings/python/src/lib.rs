@@ -20,12 +20,14 @@ mod http;
 mod resource;
 mod scope;
 mod stream;
+mod tls;
 
 use future::{PyFutureReader, PyFutureWriter};
 use http::{PyHttpHead, PyHttpServer, PyIncomingMessage, PyTrailers};
 use resource::{PyFileSink, PyResource, PyTcpListener, PyTcpSocket};
 use scope::PyScope;
 use stream::{PyReadStream, PyWriteStream, to_bytes};
+use tls::PyTlsSession;
 
 fn rt() -> &'static Runtime {
     Runtime::global()
@@ -367,6 +369,7 @@ fn _bcv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyFileSink>()?;
     m.add_class::<PyTcpListener>()?;
     m.add_class::<PyTcpSocket>()?;
+    m.add_class::<PyTlsSession>()?;
     m.add_class::<PyFutureWriter>()?;
     m.add_class::<PyFutureReader>()?;
     m.add_class::<PyScope>()?;
@@ -385,6 +388,7 @@ fn _bcv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tcp_listen, m)?)?;
     m.add_function(wrap_pyfunction!(tcp_connect, m)?)?;
     m.add_function(wrap_pyfunction!(atcp_connect, m)?)?;
+    m.add_function(wrap_pyfunction!(tls::self_signed_certificate, m)?)?;
     m.add_function(wrap_pyfunction!(http_serve, m)?)?;
     m.add_function(wrap_pyfunction!(http_request, m)?)?;
     m.add_function(wrap_pyfunction!(ahttp_request, m)?)?;

@@ -15,6 +15,7 @@ use crate::aio::{self, Chain};
 use crate::errors;
 use crate::handle::{HasSlot, Slot, Wait, call, duration, handle_class, warn_unclosed};
 use crate::stream::{PyReadStream, PyWriteStream};
+use crate::tls::{PyTlsSession, Side, handshake, handshake_blocking, pem};
 
 /// A resource with no methods of its own: an open file, or a transformer (gzip, AES-GCM).
 ///
@@ -315,6 +316,79 @@ handle_class!(PyTcpSocket {
         errors::enter(py)?;
         let s = self.slot.get(py)?;
         s.take_send().map(PyWriteStream::new).map_err(|e| errors::to_pyerr(py, e))
+    }
+
+    /// Starts TLS as a client and waits for the handshake; returns the `TlsSession`.
+    ///
+    /// The server's certificate is verified for `server_name` against the PEM certificates in
+    /// `trusted_roots_pem` (`str` or bytes). The session takes this socket's receive and send streams (also
+    /// when the handshake fails) and is a dependent child of it: `close()` on the socket ends the session's
+    /// streams with `ClosedError(PARENT)`. Raises `AuthenticationError` when the handshake fails
+    /// (untrusted certificate, wrong name), `AlreadyTakenError` if a stream was taken,
+    /// `InvalidArgumentError` for a bad name or PEM, `bcv.TimeoutError` after `timeout` seconds (the
+    /// socket's streams are then gone), `ClosedError`.
+    #[pyo3(signature = (server_name, trusted_roots_pem, timeout = None))]
+    fn start_tls_client(
+        &self,
+        py: Python<'_>,
+        server_name: String,
+        trusted_roots_pem: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<PyTlsSession> {
+        errors::enter(py)?;
+        let s = self.slot.get(py)?;
+        let side = Side::Client { server_name, roots: pem(trusted_roots_pem)? };
+        let limit = duration(timeout)?;
+        let tls = py.detach(|| handshake_blocking(s, side, limit)).map_err(|e| errors::to_pyerr(py, e))?;
+        Ok(PyTlsSession::new(tls))
+    }
+
+    /// Starts TLS as a server with the PEM certificate chain `cert_pem` and private key `key_pem` (`str` or
+    /// bytes) and waits for the handshake; returns the `TlsSession`. Errors as `start_tls_client`.
+    #[pyo3(signature = (cert_pem, key_pem, timeout = None))]
+    fn start_tls_server(
+        &self,
+        py: Python<'_>,
+        cert_pem: &Bound<'_, PyAny>,
+        key_pem: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<PyTlsSession> {
+        errors::enter(py)?;
+        let s = self.slot.get(py)?;
+        let side = Side::Server { cert: pem(cert_pem)?, key: pem(key_pem)? };
+        let limit = duration(timeout)?;
+        let tls = py.detach(|| handshake_blocking(s, side, limit)).map_err(|e| errors::to_pyerr(py, e))?;
+        Ok(PyTlsSession::new(tls))
+    }
+
+    /// Awaitable `start_tls_client` (no time limit of its own; use `asyncio.wait_for`).
+    fn astart_tls_client<'py>(
+        slf: &Bound<'py, Self>,
+        server_name: String,
+        trusted_roots_pem: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        errors::enter(slf.py())?;
+        let s = slf.get().slot.get(slf.py())?;
+        let side = Side::Client { server_name, roots: pem(trusted_roots_pem)? };
+        aio::spawn(slf.as_any(), None, handshake(s, side), |py, r| match r {
+            Ok(tls) => Ok(Py::new(py, PyTlsSession::new(tls))?.into_any()),
+            Err(e) => Err(errors::to_pyerr(py, e)),
+        })
+    }
+
+    /// Awaitable `start_tls_server` (no time limit of its own; use `asyncio.wait_for`).
+    fn astart_tls_server<'py>(
+        slf: &Bound<'py, Self>,
+        cert_pem: &Bound<'py, PyAny>,
+        key_pem: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        errors::enter(slf.py())?;
+        let s = slf.get().slot.get(slf.py())?;
+        let side = Side::Server { cert: pem(cert_pem)?, key: pem(key_pem)? };
+        aio::spawn(slf.as_any(), None, handshake(s, side), |py, r| match r {
+            Ok(tls) => Ok(Py::new(py, PyTlsSession::new(tls))?.into_any()),
+            Err(e) => Err(errors::to_pyerr(py, e)),
+        })
     }
 
     /// The peer's address `(host, port)`: a snapshot, readable after close.

@@ -21,6 +21,11 @@ HTTP/1.1: :func:`http_serve` returns an :class:`HttpServer` whose ``next_request
 :class:`IncomingMessage` requests; :func:`http_request` returns the response as an :class:`IncomingMessage`.
 A message's ``take_body()`` gives ``(body, trailers)``: both keep working after the message is dropped
 (take the body, drop the request, keep reading), and end with ``ClosedError(PARENT)`` if it is closed.
+
+TLS: ``TcpSocket.start_tls_client(server_name, trusted_roots_pem)`` / ``start_tls_server(cert_pem, key_pem)``
+return a :class:`TlsSession` with plaintext streams; it is a dependent child of the socket (closing the
+socket ends them with ``ClosedError(PARENT)``). A failed handshake raises :class:`AuthenticationError`.
+:func:`self_signed_certificate` makes a ``(cert_pem, key_pem)`` pair for tests.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from ._bcv import (
     Scope,
     TcpListener,
     TcpSocket,
+    TlsSession,
     Trailers,
     WriteStream,
     __version__,
@@ -64,6 +70,7 @@ from ._bcv import (
     read_file,
     reaper_flush,
     scope,
+    self_signed_certificate,
     shutdown,
     spawn_pipe,
     stream_from_bytes,
@@ -113,6 +120,7 @@ __all__ = [
     "TcpListener",
     "TcpSocket",
     "TimeoutError",
+    "TlsSession",
     "Trailers",
     "WouldDeadlockError",
     "WriteStream",
@@ -134,6 +142,7 @@ __all__ = [
     "read_file",
     "reaper_flush",
     "scope",
+    "self_signed_certificate",
     "shutdown",
     "spawn_pipe",
     "stream_from_bytes",

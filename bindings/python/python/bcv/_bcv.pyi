@@ -130,10 +130,35 @@ class TcpSocket(_Handle):
 
     def take_receive(self) -> ReadStream: ...
     def take_send(self) -> WriteStream: ...
+    def start_tls_client(
+        self, server_name: str, trusted_roots_pem: Union[str, Buffer], timeout: Optional[float] = None
+    ) -> TlsSession:
+        """TLS client handshake; takes both streams. ``AuthenticationError`` if the certificate is not
+        trusted for ``server_name``."""
+    def start_tls_server(
+        self, cert_pem: Union[str, Buffer], key_pem: Union[str, Buffer], timeout: Optional[float] = None
+    ) -> TlsSession:
+        """TLS server handshake; takes both streams. ``AuthenticationError`` if the handshake fails."""
+    def astart_tls_client(self, server_name: str, trusted_roots_pem: Union[str, Buffer]) -> Awaitable[TlsSession]: ...
+    def astart_tls_server(self, cert_pem: Union[str, Buffer], key_pem: Union[str, Buffer]) -> Awaitable[TlsSession]: ...
     @property
     def peer_addr(self) -> Tuple[str, int]: ...
     @property
     def local_addr(self) -> Tuple[str, int]: ...
+
+class TlsSession(_Handle):
+    """A TLS session over a ``TcpSocket``: a dependent child of it (closing the socket ends the session's
+    streams with ``ClosedError(PARENT)``). Emits ``ResourceWarning`` if garbage-collected while active."""
+
+    def take_receive(self) -> ReadStream:
+        """The plaintext receive stream (once); ``b''`` only after the peer's close_notify."""
+    def take_send(self) -> WriteStream:
+        """The plaintext send stream (once); ``finish()`` sends close_notify, then FIN."""
+    @property
+    def peer_address(self) -> Tuple[str, int]:
+        """A snapshot, readable after close."""
+    @property
+    def peer_addr(self) -> Tuple[str, int]: ...
 
 class FutureWriter(_Handle):
     """The write end of a one-shot future carrying a Python object."""
@@ -237,6 +262,8 @@ def aead_decrypt(input: ReadStream, key: Buffer) -> Tuple[Resource, ReadStream]:
 def tcp_listen(host: str, port: int) -> TcpListener: ...
 def tcp_connect(host: str, port: int, timeout: Optional[float] = None) -> TcpSocket: ...
 def atcp_connect(host: str, port: int) -> Awaitable[TcpSocket]: ...
+def self_signed_certificate(names: Union[str, Iterable[str]]) -> Tuple[str, str]:
+    """``(cert_pem, key_pem)`` of a new self-signed certificate for ``names`` (tests, development)."""
 def http_serve(host: str, port: int) -> HttpServer: ...
 def http_request(
     method: str,
