@@ -145,33 +145,42 @@ pub(crate) struct Decrypt {
 
 impl Decrypt {
     pub(crate) fn new(key: &[u8]) -> Result<Decrypt> {
-        Ok(Decrypt { cipher: cipher_for(key)?, header: Vec::new(), prefix: [0; 7], counter: 0, pending: Vec::new() })
+        Ok(Decrypt {
+            cipher: cipher_for(key)?,
+            header: Vec::new(),
+            prefix: [0; 7],
+            counter: 0,
+            pending: Vec::with_capacity(AEAD_CHUNK_SIZE + TAG_LEN),
+        })
     }
 }
 
-/// Verifies and decrypts one sealed chunk, appending the plaintext to `out` only if its tag checks out.
-fn open_chunk(
-    cipher: &Aes256Gcm,
-    header: &[u8],
-    prefix: &[u8; 7],
-    counter: &mut u32,
-    sealed: &[u8],
-    last: bool,
-    out: &mut Vec<u8>,
-) -> Result<()> {
-    let index = next_counter(counter)?;
-    let (ct, tag) = sealed.split_at(sealed.len() - TAG_LEN);
-    let start = out.len();
-    out.extend_from_slice(ct);
-    let n = nonce(prefix, index, last);
-    if cipher.decrypt_in_place_detached(Nonce::from_slice(&n), header, &mut out[start..], tag.into()).is_err() {
-        out.truncate(start);
-        let what = if last { "final chunk" } else { "chunk" };
-        return Err(Error::Authentication(format!(
-            "AES-GCM {what} {index} did not verify (wrong key, tampered or truncated ciphertext)"
-        )));
+impl Decrypt {
+    /// Verifies the buffered sealed chunk and decrypts it in place, then hands the plaintext to `out`
+    /// (moving the buffer when `out` is empty: no copy). Nothing is released unless the tag checks out.
+    fn open_pending(&mut self, last: bool, out: &mut Vec<u8>) -> Result<()> {
+        let index = next_counter(&mut self.counter)?;
+        let ct_len = self.pending.len() - TAG_LEN;
+        let (ct, tag) = self.pending.split_at_mut(ct_len);
+        let tag = aes_gcm::Tag::clone_from_slice(tag);
+        let n = nonce(&self.prefix, index, last);
+        if self.cipher.decrypt_in_place_detached(Nonce::from_slice(&n), &self.header, ct, &tag).is_err() {
+            self.pending.clear();
+            let what = if last { "final chunk" } else { "chunk" };
+            return Err(Error::Authentication(format!(
+                "AES-GCM {what} {index} did not verify (wrong key, tampered or truncated ciphertext)"
+            )));
+        }
+        self.pending.truncate(ct_len);
+        if out.is_empty() {
+            std::mem::swap(out, &mut self.pending);
+            self.pending = Vec::with_capacity(AEAD_CHUNK_SIZE + TAG_LEN);
+        } else {
+            out.extend_from_slice(&self.pending);
+            self.pending.clear();
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 impl Codec for Decrypt {
@@ -187,16 +196,16 @@ impl Codec for Decrypt {
                 self.prefix.copy_from_slice(&self.header[8..15]);
             }
         }
-        self.pending.extend_from_slice(input);
         let sealed_len = AEAD_CHUNK_SIZE + TAG_LEN;
-        // Hold one full chunk back until more data shows it is not the last one.
-        let mut consumed = 0;
-        while self.pending.len() - consumed > sealed_len {
-            let sealed = &self.pending[consumed..consumed + sealed_len];
-            open_chunk(&self.cipher, &self.header, &self.prefix, &mut self.counter, sealed, false, out)?;
-            consumed += sealed_len;
+        // At most one sealed chunk is held back, until more data shows it is not the last one.
+        while !input.is_empty() {
+            if self.pending.len() == sealed_len {
+                self.open_pending(false, out)?;
+            }
+            let take = (sealed_len - self.pending.len()).min(input.len());
+            self.pending.extend_from_slice(&input[..take]);
+            input = &input[take..];
         }
-        self.pending.drain(..consumed);
         Ok(())
     }
 
@@ -207,7 +216,6 @@ impl Codec for Decrypt {
         if self.pending.len() < TAG_LEN {
             return Err(Error::Authentication("AES-GCM stream truncated: final chunk missing".into()));
         }
-        let sealed = std::mem::take(&mut self.pending);
-        open_chunk(&self.cipher, &self.header, &self.prefix, &mut self.counter, &sealed, true, out)
+        self.open_pending(true, out)
     }
 }
