@@ -30,9 +30,13 @@ fn start(
     }
 }
 
+/// The caller's AES-256 key, checked for NULL and length.
 fn key_slice<'a>(key: *const u8, key_len: usize) -> Result<&'a [u8], bcv_status_t> {
     if key.is_null() {
         return Err(fail_with(BCV_E_INVALID, "key is NULL"));
+    }
+    if key_len != bcv_core::handle::AEAD_KEY_LEN {
+        return Err(fail_with(BCV_E_INVALID, "AES-256-GCM needs a 32-byte key"));
     }
     // SAFETY: the caller provides `key_len` readable bytes; the slice lives only for this call.
     Ok(unsafe { std::slice::from_raw_parts(key, key_len) })
@@ -78,9 +82,6 @@ pub unsafe extern "C" fn bcv_aead_encrypt(
 ) -> bcv_status_t {
     guard(|| {
         let key = try_status!(key_slice(key, key_len));
-        if key.len() != bcv_core::handle::AEAD_KEY_LEN {
-            return fail_with(BCV_E_INVALID, "AES-256-GCM needs a 32-byte key");
-        }
         start(runtime, input, transformer, output, |rt, i| rt.aead_encrypt(i, key))
     })
 }
@@ -98,9 +99,6 @@ pub unsafe extern "C" fn bcv_aead_decrypt(
 ) -> bcv_status_t {
     guard(|| {
         let key = try_status!(key_slice(key, key_len));
-        if key.len() != bcv_core::handle::AEAD_KEY_LEN {
-            return fail_with(BCV_E_INVALID, "AES-256-GCM needs a 32-byte key");
-        }
         start(runtime, input, transformer, output, |rt, i| rt.aead_decrypt(i, key))
     })
 }

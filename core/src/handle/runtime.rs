@@ -151,6 +151,21 @@ impl RtShared {
         &self.handle
     }
 
+    /// Runs a fallible future to completion from a plain thread, giving up with `Timeout` after `timeout`
+    /// (the future is dropped: callers pass cancel-safe futures). Errors also: `WouldDeadlock`.
+    pub(crate) fn block_on_timeout<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, Error>>,
+        timeout: Option<Duration>,
+    ) -> Result<T, Error> {
+        self.block_on(async move {
+            match timeout {
+                Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| Error::Timeout(t))?,
+                None => fut.await,
+            }
+        })?
+    }
+
     /// Runs a future to completion from a plain (non-runtime) thread.
     pub(crate) fn block_on<F: std::future::Future>(&self, fut: F) -> Result<F::Output, Error> {
         if would_deadlock_here() {

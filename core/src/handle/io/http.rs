@@ -509,13 +509,7 @@ impl HttpServer {
 
     /// Blocking form of [`next_request`](Self::next_request), with an optional time limit.
     pub fn next_request_blocking(&self, timeout: Option<Duration>) -> Result<IncomingMessage> {
-        let fut = self.next_request();
-        self.rt.block_on(async move {
-            match timeout {
-                Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| Error::Timeout(t))?,
-                None => fut.await,
-            }
-        })?
+        self.rt.shared.block_on_timeout(self.next_request(), timeout)
     }
 }
 

@@ -3,6 +3,7 @@
 mod adapter;
 mod file;
 mod http;
+mod pump;
 mod tcp;
 mod tls;
 

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
 
+use super::pump::{SendEnd, send_all};
 use crate::handle::node::{Node, lock};
 use crate::handle::reason::{CloseReason, Closed, Error, Result};
 use crate::handle::resource::TaskResource;
@@ -91,13 +91,7 @@ impl TcpListener {
 
     /// Blocking form of [`accept`](Self::accept), with an optional time limit.
     pub fn accept_blocking(&self, timeout: Option<Duration>) -> Result<TcpSocket> {
-        let fut = self.accept();
-        self.rt.block_on(async move {
-            match timeout {
-                Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| Error::Timeout(t))?,
-                None => fut.await,
-            }
-        })?
+        self.rt.shared.block_on_timeout(self.accept(), timeout)
     }
 }
 
@@ -191,31 +185,17 @@ impl TcpSocket {
         });
         let socket = Arc::downgrade(&res.core);
         res.spawn(async move {
-            loop {
-                match send_r.read_chunk(DEFAULT_CAPACITY).await {
-                    Ok(Some(chunk)) => {
-                        if wr.write_all(&chunk).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => {
-                        let _ = wr.shutdown().await;
-                        return;
-                    }
-                    Err(e) => {
-                        // Cut short: reset instead of FIN so the peer never sees a clean end.
-                        // The whole connection goes: a reset cannot leave the receive direction usable.
-                        let _ = socket2::SockRef::from(wr.as_ref()).set_linger(Some(Duration::ZERO));
-                        wr.forget();
-                        // A shutdown or scope exit closes the socket itself, with its own reason.
-                        let closing_anyway = e.closed().is_some_and(|c| {
-                            matches!(c.reason, CloseReason::RuntimeShutdown | CloseReason::ScopeExited)
-                        });
-                        if let Some(socket) = socket.upgrade().filter(|_| !closing_anyway) {
-                            socket.close_with(Closed::new(CloseReason::PeerDropped));
-                        }
-                        return;
-                    }
+            if let SendEnd::CutShort(e) = send_all(&send_r, &mut wr).await {
+                // Reset instead of FIN so the peer never sees a clean end. The whole connection goes: a
+                // reset cannot leave the receive direction usable.
+                let _ = socket2::SockRef::from(wr.as_ref()).set_linger(Some(Duration::ZERO));
+                wr.forget();
+                // A shutdown or scope exit closes the socket itself, with its own reason.
+                let closing_anyway = e
+                    .closed()
+                    .is_some_and(|c| matches!(c.reason, CloseReason::RuntimeShutdown | CloseReason::ScopeExited));
+                if let Some(socket) = socket.upgrade().filter(|_| !closing_anyway) {
+                    socket.close_with(Closed::new(CloseReason::PeerDropped));
                 }
             }
         });

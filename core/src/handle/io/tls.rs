@@ -6,13 +6,14 @@ use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::adapter::{StreamIo, bcv_error};
+use super::pump::send_all;
 use super::tcp::TcpSocket;
 use crate::handle::node::{Node, lock};
 use crate::handle::reason::{CloseReason, Closed, Error, Result};
@@ -195,24 +196,10 @@ where
             }
         }
     });
+    // A clean end sends close_notify, then FIN below. Cut short, the session is dropped without
+    // close_notify and the socket's send stream is released unfinished, which resets the connection.
     res.spawn(async move {
-        loop {
-            match send_r.read_chunk(DEFAULT_CAPACITY).await {
-                Ok(Some(chunk)) => {
-                    if wr.write_all(&chunk).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => {
-                    // close_notify, then FIN below.
-                    let _ = wr.shutdown().await;
-                    return;
-                }
-                // Cut short: drop without close_notify; the socket's send stream is released unfinished,
-                // which resets the connection.
-                Err(_) => return,
-            }
-        }
+        let _ = send_all(&send_r, &mut wr).await;
     });
     Ok(TlsSession { node, receive: Mutex::new(Some(recv_r)), send: Mutex::new(Some(send_w)), peer })
 }
