@@ -794,3 +794,29 @@ fn tls_rejects_an_untrusted_certificate() {
     drop((sock, listener));
     assert_idle(&rt);
 }
+
+#[test]
+fn t40_handles_released_after_shutdown_from_other_threads() {
+    let rt = runtime();
+    let mut handles: Vec<Box<dyn std::any::Any + Send>> = Vec::new();
+    for _ in 0..32 {
+        let (w, r) = rt.pipe(32).unwrap();
+        let (g, out) = rt.gzip_compress(r, 1).unwrap();
+        handles.push(Box::new(w));
+        handles.push(Box::new(g));
+        handles.push(Box::new(out));
+    }
+    rt.shutdown(Duration::from_secs(2)).unwrap();
+    drop(rt); // the application's runtime handle goes first (C's bcv_runtime_free)
+    let per = handles.len() / 4;
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let batch: Vec<_> = handles.drain(..per.min(handles.len())).collect();
+            std::thread::spawn(move || drop(batch))
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    drop(handles);
+}
