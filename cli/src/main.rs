@@ -2,6 +2,7 @@
 //! the core's public API, with progress bars for long work and `--json` output for scripts.
 
 mod bench;
+mod container;
 mod quickstart;
 mod streams;
 
@@ -32,6 +33,9 @@ enum Command {
     Decrypt(streams::KeyedFileArgs),
     /// Benchmarks that print figures and ratios against baselines measured in the same run.
     Bench(bench::Args),
+    /// Containers and databases of the block-cache VFS.
+    #[command(flatten)]
+    Container(container::Command),
 }
 
 fn main() {
@@ -43,6 +47,7 @@ fn main() {
         Command::Encrypt(args) => streams::run_keyed(streams::Op::Encrypt, args, cli.json),
         Command::Decrypt(args) => streams::run_keyed(streams::Op::Decrypt, args, cli.json),
         Command::Bench(args) => bench::run(args, cli.json),
+        Command::Container(cmd) => container::run(cmd, cli.json),
     };
     if let Err(e) = result {
         eprintln!("bcv: {e:#}");

@@ -1,0 +1,332 @@
+//! Container commands: create, destroy, upload, download, list, copy, delete, cleanup, manifest (no cache),
+//! and `sql`, which runs SQL through the block-cache VFS on a cache directory.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bcv_core::vfs::store::{ContainerStore, StoreOptions};
+use bcv_core::vfs::{
+    AttachOptions, BlockVfs, ContainerTools, DEFAULT_BLOCK_SIZE, DEFAULT_NAME_BYTES, Progress, UploadOptions, VfsConfig,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+/// The container every command works on.
+#[derive(clap::Args, Clone)]
+pub struct Target {
+    /// The container: a directory, file:///dir, memory://name, s3://bucket?…, az://container?…, gs://bucket?…
+    #[arg(long, short = 'c', env = "BCV_CONTAINER")]
+    pub container: String,
+    /// Parallel requests.
+    #[arg(long, default_value_t = 8)]
+    pub nrequest: usize,
+}
+
+impl Target {
+    fn tools(&self) -> Result<ContainerTools> {
+        let store = ContainerStore::open(&self.container, &StoreOptions::default())?;
+        Ok(ContainerTools::new(store, self.nrequest))
+    }
+}
+
+/// Container commands.
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Create an empty container (a manifest with no database).
+    Create {
+        #[command(flatten)]
+        target: Target,
+        /// Block size in bytes (a power of two; fixed for the container's life).
+        #[arg(long, default_value_t = DEFAULT_BLOCK_SIZE)]
+        block_size: u32,
+        /// Block-id length, 12 to 32 bytes; 24 or more makes ids content-addressed (MD5) and deduplicated.
+        #[arg(long, default_value_t = DEFAULT_NAME_BYTES)]
+        name_bytes: u32,
+        /// Overwrite an existing manifest (CBS's create always does).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Delete every object of a container.
+    Destroy {
+        #[command(flatten)]
+        target: Target,
+        /// Confirm.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Upload a local SQLite file as a database (a new version if it exists).
+    Upload {
+        #[command(flatten)]
+        target: Target,
+        /// The local file.
+        file: PathBuf,
+        /// The database name (default: the file name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Download a database to a local file.
+    Download {
+        #[command(flatten)]
+        target: Target,
+        /// The database name.
+        name: String,
+        /// The local file to write.
+        file: PathBuf,
+    },
+    /// List the databases of a container.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Copy a database inside the container (sharing blocks).
+    Copy {
+        #[command(flatten)]
+        target: Target,
+        /// Source database.
+        from: String,
+        /// New database.
+        to: String,
+    },
+    /// Delete a database (its blocks go to the delete list).
+    Delete {
+        #[command(flatten)]
+        target: Target,
+        /// The database.
+        name: String,
+    },
+    /// Delete garbage blocks listed for at least the grace period, and orphaned blocks.
+    Cleanup {
+        #[command(flatten)]
+        target: Target,
+        /// Grace period in seconds.
+        #[arg(long, default_value_t = 3600)]
+        grace: u64,
+        /// Do not list the container to find orphaned blocks.
+        #[arg(long)]
+        no_orphans: bool,
+    },
+    /// Print the manifest.
+    Manifest {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Run SQL on a database through the block-cache VFS (a cache directory; the container is attached).
+    Sql {
+        #[command(flatten)]
+        target: Target,
+        /// The cache directory.
+        #[arg(long, env = "BCV_CACHE_DIR")]
+        cache: PathBuf,
+        /// The alias (default: the container's name).
+        #[arg(long)]
+        alias: Option<String>,
+        /// Poll for a new version before running the SQL.
+        #[arg(long)]
+        poll: bool,
+        /// Upload local changes after running the SQL.
+        #[arg(long)]
+        upload: bool,
+        /// The database.
+        database: String,
+        /// The SQL.
+        sql: String,
+    },
+}
+
+fn bar(quiet: bool, what: &str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(0);
+    if let Ok(style) = ProgressStyle::with_template("{msg:10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}") {
+        b.set_style(style.progress_chars("=> "));
+    }
+    b.set_message(what.to_string());
+    b
+}
+
+fn on_progress(b: &ProgressBar) -> impl Fn(Progress) + '_ {
+    move |p: Progress| {
+        b.set_length(p.total);
+        b.set_position(p.done);
+    }
+}
+
+/// Runs a container command.
+pub fn run(cmd: Command, as_json: bool) -> Result<()> {
+    match cmd {
+        Command::Create { target, block_size, name_bytes, force } => {
+            target.tools()?.create(block_size, name_bytes, force)?;
+            print(
+                as_json,
+                json!({"created": target.container, "block_size": block_size, "name_bytes": name_bytes}),
+                || format!("created {} (block size {block_size}, namebytes {name_bytes})", target.container),
+            );
+        }
+        Command::Destroy { target, yes } => {
+            anyhow::ensure!(yes, "destroy deletes every object of {}: add --yes", target.container);
+            let n = target.tools()?.destroy()?;
+            print(as_json, json!({"destroyed": target.container, "objects": n}), || {
+                format!("destroyed {} ({n} objects deleted)", target.container)
+            });
+        }
+        Command::Upload { target, file, name } => {
+            let name = match name {
+                Some(n) => n,
+                None => file
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .context("give --name: the file name is not UTF-8")?
+                    .to_string(),
+            };
+            let b = bar(as_json, "upload");
+            let version = target.tools()?.upload_file(&file, &name, &on_progress(&b))?;
+            b.finish_and_clear();
+            print(as_json, json!({"database": name, "version": version}), || {
+                format!("uploaded {} as {name} (version {version})", file.display())
+            });
+        }
+        Command::Download { target, name, file } => {
+            let b = bar(as_json, "download");
+            let bytes = target.tools()?.download_file(&name, &file, &on_progress(&b))?;
+            b.finish_and_clear();
+            print(as_json, json!({"database": name, "file": file, "bytes": bytes}), || {
+                format!("downloaded {name} to {} ({bytes} bytes)", file.display())
+            });
+        }
+        Command::List { target } => {
+            let list = target.tools()?.list()?;
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!("{:<32} {:>5} {:>8} {:>7} {:>12}", "name", "id", "version", "blocks", "bytes");
+                for d in list {
+                    println!("{:<32} {:>5} {:>8} {:>7} {:>12}", d.name, d.id, d.version, d.blocks, d.size);
+                }
+            }
+        }
+        Command::Copy { target, from, to } => {
+            target.tools()?.copy(&from, &to)?;
+            print(as_json, json!({"copied": from, "to": to}), || format!("copied {from} to {to}"));
+        }
+        Command::Delete { target, name } => {
+            target.tools()?.delete(&name)?;
+            print(as_json, json!({"deleted": name}), || format!("deleted {name}"));
+        }
+        Command::Cleanup { target, grace, no_orphans } => {
+            let r = target.tools()?.cleanup(Duration::from_secs(grace), !no_orphans)?;
+            print(as_json, serde_json::to_value(&r)?, || {
+                format!(
+                    "deleted {} garbage blocks and {} orphans; {} wait for their grace period",
+                    r.deleted, r.orphans_deleted, r.waiting
+                )
+            });
+        }
+        Command::Manifest { target } => {
+            let (m, _) = target.tools()?.manifest()?;
+            let value = json!({
+                "block_size": m.block_size,
+                "name_bytes": m.name_bytes,
+                "max_db_id": m.max_db_id,
+                "databases": bcv_core::vfs::list_of(&m),
+                "delete_list": m.delete_list.iter().map(|d| json!({"block": d.id.to_string(), "timestamp_ms": d.timestamp_ms})).collect::<Vec<_>>(),
+            });
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        }
+        Command::Sql { target, cache, alias, poll, upload, database, sql } => {
+            let mut config = VfsConfig::new(&cache);
+            config.nrequest = target.nrequest;
+            let vfs = BlockVfs::create(config)?;
+            let alias = vfs.attach(&target.container, &AttachOptions { alias, if_not_attached: true })?;
+            if poll {
+                vfs.poll(&alias)?;
+            }
+            let rows = {
+                let conn = rusqlite::Connection::open_with_flags_and_vfs(
+                    vfs.path(&alias, &database),
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_CREATE,
+                    vfs.name(),
+                )
+                .with_context(|| format!("opening {database}: {}", bcv_core::vfs::last_error()))?;
+                run_sql(&conn, &sql).with_context(bcv_core::vfs::last_error)?
+            };
+            let uploaded = if upload { Some(vfs.upload(&alias, &UploadOptions::default())?) } else { None };
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&json!({"rows": rows, "upload": uploaded}))?);
+            } else {
+                for row in rows {
+                    let cells: Vec<String> = row.iter().map(cell_text).collect();
+                    println!("{}", cells.join("|"));
+                }
+                if let Some(u) = uploaded {
+                    println!("uploaded {:?} ({} blocks written)", u.databases, u.blocks_written);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn cell_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Runs every statement of `sql`, returning the rows of the last one that produced any.
+pub fn run_sql(conn: &rusqlite::Connection, sql: &str) -> Result<Vec<Vec<serde_json::Value>>> {
+    let mut rows_out = Vec::new();
+    let mut rest = sql.trim();
+    while !rest.is_empty() {
+        let (first, tail) = split_first_statement(rest);
+        let mut stmt = conn.prepare(first)?;
+        let n = stmt.column_count();
+        let mut rows = stmt.query([])?;
+        let mut these = Vec::new();
+        while let Some(row) = rows.next()? {
+            let mut cells = Vec::with_capacity(n);
+            for i in 0..n {
+                cells.push(match row.get_ref(i)? {
+                    rusqlite::types::ValueRef::Null => serde_json::Value::Null,
+                    rusqlite::types::ValueRef::Integer(i) => json!(i),
+                    rusqlite::types::ValueRef::Real(f) => json!(f),
+                    rusqlite::types::ValueRef::Text(t) => json!(String::from_utf8_lossy(t)),
+                    rusqlite::types::ValueRef::Blob(b) => json!(hex::encode(b)),
+                });
+            }
+            these.push(cells);
+        }
+        if n > 0 {
+            rows_out = these;
+        }
+        rest = tail.trim();
+    }
+    Ok(rows_out)
+}
+
+/// Splits off the first complete SQL statement (by SQLite's own tokenizer).
+fn split_first_statement(sql: &str) -> (&str, &str) {
+    for (i, _) in sql.match_indices(';') {
+        if is_complete(&sql[..=i]) {
+            return (&sql[..=i], &sql[i + 1..]);
+        }
+    }
+    (sql, "")
+}
+
+fn is_complete(sql: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(sql) else { return false };
+    // SAFETY: sqlite3_complete reads a NUL-terminated string.
+    unsafe { libsqlite3_sys::sqlite3_complete(c.as_ptr()) != 0 }
+}
+
+fn print(as_json: bool, value: serde_json::Value, text: impl FnOnce() -> String) {
+    if as_json {
+        println!("{value}");
+    } else {
+        println!("{}", text());
+    }
+}

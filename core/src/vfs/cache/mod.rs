@@ -1,0 +1,649 @@
+//! The local block cache: one directory owned by one process, holding block slots of one size in
+//! `blocks.bcv`, with their metadata in `index.db`.
+//!
+//! * A **clean** slot caches (part of) an immutable block object, keyed by its block id. It is filled lazily in
+//!   chunks of [`CHUNK_SIZE`] bytes, fetched with ranged GETs, and tracked by a bitmap. Clean slots are evicted
+//!   least-recently-used first once the cache holds `capacity` bytes.
+//! * A **dirty** slot holds a locally written block of one database (alias, database, block index). Dirty slots
+//!   are never evicted: they are pinned until an upload turns them into clean slots under their new block id
+//!   (no copy), or a revert frees them.
+//!
+//! Ordering rules keep the cache consistent across a killed process or a power cut: a slot that changes owner
+//! is recorded in the index *before* its bytes are overwritten; chunk bits are recorded only after the bytes
+//! are written and synced ([`BlockCache::sync`]).
+
+mod index;
+mod lock;
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use bytes::Bytes;
+
+use index::SlotRow;
+pub(crate) use index::{ContainerRow, Index, LocalDbRow, PLATFORM_VFS, PendingUploadRow};
+use lock::DirLock;
+
+use crate::vfs::container::BlockId;
+use crate::vfs::{VfsError, VfsResult};
+
+/// The unit in which clean slots are filled: reads fetch whole chunks of a block object, never whole blocks.
+pub const CHUNK_SIZE: u32 = 16 * 1024;
+
+/// The default cache size limit: 1 GiB, as in CBS.
+pub const DEFAULT_CACHE_SIZE: u64 = 1 << 30;
+
+/// The name of the slot file inside a cache directory.
+const DATA_FILE: &str = "blocks.bcv";
+
+/// Pending metadata updates after which the index is written even without a sync.
+const FLUSH_EVERY: usize = 256;
+
+/// A database block held locally: (alias, database name, block index).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct DirtyKey {
+    pub(crate) alias: String,
+    pub(crate) db: String,
+    pub(crate) index: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Owner {
+    Free,
+    Clean(BlockId),
+    Dirty(DirtyKey),
+}
+
+#[derive(Debug)]
+struct Slot {
+    owner: Owner,
+    /// Chunks holding valid bytes (clean slots; dirty slots are always complete).
+    present: Vec<u64>,
+    /// Readers currently copying out of this slot: it may not change owner.
+    pins: u32,
+    /// LRU tick of the last use.
+    used: u64,
+    /// The index holds a row for this slot whose bytes may be trusted.
+    persisted: bool,
+}
+
+struct State {
+    slots: Vec<Slot>,
+    clean: HashMap<BlockId, u32>,
+    dirty: HashMap<DirtyKey, u32>,
+    tick: u64,
+    /// Slots whose metadata changed since the last index write.
+    pending: Vec<u32>,
+    stats: CacheStats,
+}
+
+/// Counters of cache activity, for status displays and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CacheStats {
+    /// Reads served entirely from the cache.
+    pub hits: u64,
+    /// Reads that needed at least one fetch.
+    pub misses: u64,
+    /// Bytes fetched from the store into the cache.
+    pub bytes_fetched: u64,
+    /// Clean slots evicted to make room.
+    pub evictions: u64,
+}
+
+/// Occupancy of the cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CacheUsage {
+    /// Slots holding (part of) a clean block.
+    pub clean_slots: u64,
+    /// Slots holding a locally written block.
+    pub dirty_slots: u64,
+    /// The slot size (the containers' block size).
+    pub block_size: u64,
+    /// The configured limit in bytes.
+    pub capacity: u64,
+}
+
+/// The block cache of one directory. Shared (`Arc`) by the VFS, its containers and databases.
+pub(crate) struct BlockCache {
+    dir: PathBuf,
+    capacity: u64,
+    block_size: OnceLock<u32>,
+    data: File,
+    data_path: PathBuf,
+    index: Mutex<Index>,
+    state: Mutex<State>,
+    _lock: DirLock,
+}
+
+impl std::fmt::Debug for BlockCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockCache").field("dir", &self.dir).field("capacity", &self.capacity).finish()
+    }
+}
+
+/// Fetches byte ranges of one block object; the cache calls it with the chunks it lacks.
+pub(crate) type Fetch<'a> = dyn FnMut(&[Range<u64>]) -> VfsResult<Vec<Bytes>> + 'a;
+
+impl BlockCache {
+    /// Opens the cache directory `dir` (created if missing) with a size limit of `capacity` bytes.
+    ///
+    /// Errors: [`VfsError::CacheBusy`] when another process (or another cache in this one) owns it; I/O and
+    /// index errors naming the file.
+    pub(crate) fn open(dir: &Path, capacity: u64) -> VfsResult<BlockCache> {
+        std::fs::create_dir_all(dir).map_err(|e| VfsError::io("create directory", dir, e))?;
+        let lock = DirLock::acquire(dir)?;
+        let index = Index::open(dir)?;
+        let data_path = dir.join(DATA_FILE);
+        let data = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&data_path)
+            .map_err(|e| VfsError::io("open", &data_path, e))?;
+        let block_size = OnceLock::new();
+        if let Some(bs) = index.config("block_size")? {
+            let _ = block_size.set(bs as u32);
+        }
+        let mut state = State {
+            slots: Vec::new(),
+            clean: HashMap::new(),
+            dirty: HashMap::new(),
+            tick: 0,
+            pending: Vec::new(),
+            stats: CacheStats::default(),
+        };
+        for row in index.slots()? {
+            let n = row.n as usize;
+            while state.slots.len() <= n {
+                state.slots.push(Slot { owner: Owner::Free, present: Vec::new(), pins: 0, used: 0, persisted: false });
+            }
+            let owner = match (&row.block_id, &row.dirty) {
+                (_, Some((alias, db, index))) => {
+                    Owner::Dirty(DirtyKey { alias: alias.clone(), db: db.clone(), index: *index })
+                }
+                (Some(id), None) => match BlockId::from_bytes(id) {
+                    Ok(id) => Owner::Clean(id),
+                    Err(_) => Owner::Free,
+                },
+                (None, None) => Owner::Free,
+            };
+            match &owner {
+                Owner::Clean(id) => {
+                    state.clean.insert(*id, row.n);
+                }
+                Owner::Dirty(key) => {
+                    state.dirty.insert(key.clone(), row.n);
+                }
+                Owner::Free => {}
+            }
+            state.tick = state.tick.max(row.used);
+            state.slots[n] = Slot {
+                owner,
+                present: row.present.chunks(8).map(|c| u64::from_le_bytes(pad8(c))).collect(),
+                pins: 0,
+                used: row.used,
+                persisted: true,
+            };
+        }
+        Ok(BlockCache {
+            dir: dir.to_path_buf(),
+            capacity,
+            block_size,
+            data,
+            data_path,
+            index: Mutex::new(index),
+            state: Mutex::new(state),
+            _lock: lock,
+        })
+    }
+
+    /// The cache directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Locks the metadata index (for container and database records).
+    pub(crate) fn index(&self) -> MutexGuard<'_, Index> {
+        lock(&self.index)
+    }
+
+    /// Fixes the slot size at the first attach; later containers must use the same block size.
+    pub(crate) fn configure_block_size(&self, block_size: u32, container: &str) -> VfsResult<()> {
+        let current = *self.block_size.get_or_init(|| block_size);
+        if current != block_size {
+            return Err(VfsError::InvalidArgument(format!(
+                "container {container} uses {block_size}-byte blocks, but cache directory {} holds {current}-byte \
+                 blocks; use another cache directory",
+                self.dir.display()
+            )));
+        }
+        let index = self.index();
+        if index.config("block_size")?.is_none() {
+            index.set_config("block_size", block_size as i64)?;
+        }
+        Ok(())
+    }
+
+    fn block_size(&self) -> VfsResult<u32> {
+        self.block_size
+            .get()
+            .copied()
+            .ok_or_else(|| VfsError::InvalidArgument("the cache has no block size yet (attach a container)".into()))
+    }
+
+    fn chunk_size(block_size: u32) -> u32 {
+        CHUNK_SIZE.min(block_size)
+    }
+
+    /// Activity counters.
+    pub(crate) fn stats(&self) -> CacheStats {
+        lock(&self.state).stats
+    }
+
+    /// Occupancy.
+    pub(crate) fn usage(&self) -> CacheUsage {
+        let st = lock(&self.state);
+        CacheUsage {
+            clean_slots: st.clean.len() as u64,
+            dirty_slots: st.dirty.len() as u64,
+            block_size: self.block_size.get().copied().unwrap_or(0) as u64,
+            capacity: self.capacity,
+        }
+    }
+
+    /// Copies `buf.len()` bytes at `offset` of clean block `id` into `buf`, fetching the chunks the cache lacks
+    /// (plus up to `readahead` further bytes of the same block) through `fetch` in coalesced ranges.
+    ///
+    /// Errors: the fetch's error (nothing is recorded for chunks that were not fetched), local I/O errors.
+    pub(crate) fn read_clean(
+        &self,
+        id: &BlockId,
+        offset: u32,
+        buf: &mut [u8],
+        readahead: u32,
+        fetch: &mut Fetch<'_>,
+    ) -> VfsResult<()> {
+        let bs = self.block_size()?;
+        let cs = Self::chunk_size(bs);
+        let end = offset as u64 + buf.len() as u64;
+        if end > bs as u64 {
+            return Err(VfsError::InvalidArgument(format!("read {offset}+{} beyond a {bs}-byte block", buf.len())));
+        }
+        let first = offset / cs;
+        let last = ((end.max(1) - 1) / cs as u64) as u32;
+        let ra_last = ((end + readahead as u64).min(bs as u64).max(1) - 1) as u32 / cs;
+        let (slot, missing) = {
+            let mut st = lock(&self.state);
+            let slot = match st.clean.get(id) {
+                Some(&n) => n,
+                None => self.allocate(&mut st, Owner::Clean(*id))?,
+            };
+            let s = &mut st.slots[slot as usize];
+            s.pins += 1;
+            let needs = (first..=last).any(|c| !bit(&s.present, c));
+            let missing: Vec<u32> =
+                if needs { (first..=ra_last).filter(|&c| !bit(&s.present, c)).collect() } else { Vec::new() };
+            if needs {
+                st.stats.misses += 1;
+            } else {
+                st.stats.hits += 1;
+            }
+            (slot, missing)
+        };
+        let result = self.fill_and_read(slot, bs, cs, &missing, offset, buf, fetch);
+        let mut st = lock(&self.state);
+        st.tick += 1;
+        let tick = st.tick;
+        let s = &mut st.slots[slot as usize];
+        s.pins -= 1;
+        s.used = tick;
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fill_and_read(
+        &self,
+        slot: u32,
+        bs: u32,
+        cs: u32,
+        missing: &[u32],
+        offset: u32,
+        buf: &mut [u8],
+        fetch: &mut Fetch<'_>,
+    ) -> VfsResult<()> {
+        if !missing.is_empty() {
+            let mut ranges: Vec<Range<u64>> = Vec::new();
+            for &c in missing {
+                let start = c as u64 * cs as u64;
+                let stop = (start + cs as u64).min(bs as u64);
+                match ranges.last_mut() {
+                    Some(r) if r.end == start => r.end = stop,
+                    _ => ranges.push(start..stop),
+                }
+            }
+            let parts = fetch(&ranges)?;
+            let base = slot as u64 * bs as u64;
+            let mut fetched = 0u64;
+            for (range, bytes) in ranges.iter().zip(parts.iter()) {
+                if bytes.len() as u64 != range.end - range.start {
+                    return Err(VfsError::InvalidArgument(format!(
+                        "fetch returned {} bytes for range {range:?}",
+                        bytes.len()
+                    )));
+                }
+                write_all_at(&self.data, bytes, base + range.start).map_err(|e| self.io("write", e))?;
+                fetched += bytes.len() as u64;
+            }
+            let mut st = lock(&self.state);
+            st.stats.bytes_fetched += fetched;
+            let s = &mut st.slots[slot as usize];
+            for &c in missing {
+                set_bit(&mut s.present, c);
+            }
+            st.pending.push(slot);
+            let flush = st.pending.len() >= FLUSH_EVERY;
+            drop(st);
+            if flush {
+                self.sync()?;
+            }
+        }
+        read_exact_at(&self.data, buf, slot as u64 * bs as u64 + offset as u64).map_err(|e| self.io("read", e))
+    }
+
+    /// The dirty slot of `key`, if the block is held locally.
+    pub(crate) fn dirty_slot(&self, key: &DirtyKey) -> Option<u32> {
+        lock(&self.state).dirty.get(key).copied()
+    }
+
+    /// All dirty blocks of one database: (block index, slot).
+    pub(crate) fn dirty_blocks(&self, alias: &str, db: &str) -> Vec<(u32, u32)> {
+        let st = lock(&self.state);
+        let mut v: Vec<(u32, u32)> =
+            st.dirty.iter().filter(|(k, _)| k.alias == alias && k.db == db).map(|(k, &n)| (k.index, n)).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Creates the dirty slot of `key` holding `initial` (a whole block, or zeros when `None`) and records it
+    /// in the index before returning. Errors: local I/O.
+    pub(crate) fn create_dirty(&self, key: &DirtyKey, initial: Option<&[u8]>) -> VfsResult<u32> {
+        let bs = self.block_size()?;
+        let slot = {
+            let mut st = lock(&self.state);
+            if let Some(&n) = st.dirty.get(key) {
+                return Ok(n);
+            }
+            let n = self.allocate(&mut st, Owner::Dirty(key.clone()))?;
+            let s = &mut st.slots[n as usize];
+            s.present = full_bitmap(bs / Self::chunk_size(bs));
+            n
+        };
+        let zeros;
+        let bytes = match initial {
+            Some(b) => b,
+            None => {
+                zeros = vec![0u8; bs as usize];
+                &zeros
+            }
+        };
+        write_all_at(&self.data, &bytes[..bs as usize], slot as u64 * bs as u64).map_err(|e| self.io("write", e))?;
+        Ok(slot)
+    }
+
+    /// Reads from a slot. Errors: local I/O.
+    pub(crate) fn read_slot(&self, slot: u32, offset: u32, buf: &mut [u8]) -> VfsResult<()> {
+        let bs = self.block_size()?;
+        read_exact_at(&self.data, buf, slot as u64 * bs as u64 + offset as u64).map_err(|e| self.io("read", e))
+    }
+
+    /// Writes into a dirty slot. Errors: local I/O.
+    pub(crate) fn write_slot(&self, slot: u32, offset: u32, data: &[u8]) -> VfsResult<()> {
+        let bs = self.block_size()?;
+        write_all_at(&self.data, data, slot as u64 * bs as u64 + offset as u64).map_err(|e| self.io("write", e))
+    }
+
+    /// Turns uploaded dirty blocks into clean slots under their new ids, without copying. When the id is already
+    /// cached (a deduplicated block), the dirty slot is freed instead. Writes the index.
+    pub(crate) fn promote(&self, promotions: &[(DirtyKey, BlockId)]) -> VfsResult<()> {
+        let bs = self.block_size()?;
+        {
+            let mut st = lock(&self.state);
+            for (key, id) in promotions {
+                let Some(n) = st.dirty.remove(key) else { continue };
+                if st.clean.contains_key(id) {
+                    let s = &mut st.slots[n as usize];
+                    s.owner = Owner::Free;
+                    s.present.clear();
+                } else {
+                    st.clean.insert(*id, n);
+                    let s = &mut st.slots[n as usize];
+                    s.owner = Owner::Clean(*id);
+                    s.present = full_bitmap(bs / Self::chunk_size(bs));
+                }
+                st.pending.push(n);
+            }
+        }
+        self.sync()
+    }
+
+    /// Frees every dirty slot of one database (revert, delete). Writes the index.
+    pub(crate) fn discard_dirty(&self, alias: &str, db: &str) -> VfsResult<()> {
+        {
+            let mut st = lock(&self.state);
+            let keys: Vec<DirtyKey> = st.dirty.keys().filter(|k| k.alias == alias && k.db == db).cloned().collect();
+            for key in keys {
+                if let Some(n) = st.dirty.remove(&key) {
+                    let s = &mut st.slots[n as usize];
+                    s.owner = Owner::Free;
+                    s.present.clear();
+                    st.pending.push(n);
+                }
+            }
+        }
+        self.sync()
+    }
+
+    /// Frees dirty slots of one database at or beyond block `from` (a truncation). Writes the index.
+    pub(crate) fn discard_dirty_from(&self, alias: &str, db: &str, from: u32) -> VfsResult<()> {
+        let mut st = lock(&self.state);
+        let keys: Vec<DirtyKey> =
+            st.dirty.keys().filter(|k| k.alias == alias && k.db == db && k.index >= from).cloned().collect();
+        for key in keys {
+            if let Some(n) = st.dirty.remove(&key) {
+                let s = &mut st.slots[n as usize];
+                s.owner = Owner::Free;
+                s.present.clear();
+                st.pending.push(n);
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes everything written so far durable: syncs `blocks.bcv`, then records pending slot metadata.
+    pub(crate) fn sync(&self) -> VfsResult<()> {
+        self.data.sync_data().map_err(|e| self.io("sync", e))?;
+        self.flush_index()
+    }
+
+    fn flush_index(&self) -> VfsResult<()> {
+        let rows = {
+            let mut st = lock(&self.state);
+            if st.pending.is_empty() {
+                return Ok(());
+            }
+            let mut pending = std::mem::take(&mut st.pending);
+            pending.sort_unstable();
+            pending.dedup();
+            let rows: Vec<SlotRow> = pending.iter().map(|&n| row_of(n, &st.slots[n as usize])).collect();
+            for &n in &pending {
+                st.slots[n as usize].persisted = !matches!(st.slots[n as usize].owner, Owner::Free);
+            }
+            rows
+        };
+        self.index().write_slots(&rows)
+    }
+
+    /// Finds a slot for `owner`: a free one, a new one while under capacity, or the least recently used clean
+    /// one. A reused slot's new owner is written to the index before the caller overwrites its bytes.
+    fn allocate(&self, st: &mut State, owner: Owner) -> VfsResult<u32> {
+        let bs = self.block_size()? as u64;
+        let max_slots = (self.capacity / bs).max(1) as usize;
+        let free = st.slots.iter().position(|s| s.owner == Owner::Free && s.pins == 0);
+        let n = if let Some(n) = free {
+            n as u32
+        } else if st.slots.len() < max_slots {
+            st.slots.push(Slot { owner: Owner::Free, present: Vec::new(), pins: 0, used: 0, persisted: false });
+            (st.slots.len() - 1) as u32
+        } else {
+            let victim = st
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| matches!(s.owner, Owner::Clean(_)) && s.pins == 0)
+                .min_by_key(|(_, s)| s.used)
+                .map(|(n, _)| n as u32);
+            match victim {
+                Some(n) => {
+                    if let Owner::Clean(old) = st.slots[n as usize].owner {
+                        st.clean.remove(&old);
+                    }
+                    st.stats.evictions += 1;
+                    n
+                }
+                None => {
+                    // Every slot is dirty or in use: grow past the limit rather than lose local changes.
+                    tracing::warn!(dir = %self.dir.display(), "cache is full of dirty blocks; growing past its limit");
+                    st.slots.push(Slot { owner: Owner::Free, present: Vec::new(), pins: 0, used: 0, persisted: false });
+                    (st.slots.len() - 1) as u32
+                }
+            }
+        };
+        st.tick += 1;
+        let tick = st.tick;
+        let was_persisted = st.slots[n as usize].persisted;
+        match &owner {
+            Owner::Clean(id) => {
+                st.clean.insert(*id, n);
+            }
+            Owner::Dirty(key) => {
+                st.dirty.insert(key.clone(), n);
+            }
+            Owner::Free => {}
+        }
+        let s = &mut st.slots[n as usize];
+        s.owner = owner;
+        s.present.clear();
+        s.used = tick;
+        if was_persisted {
+            // The index still says this slot holds its old content: record the change before the bytes move.
+            let row = row_of(n, s);
+            s.persisted = true;
+            self.index().write_slots(&[row])?;
+        } else {
+            st.pending.push(n);
+        }
+        Ok(n)
+    }
+
+    fn io(&self, op: &'static str, e: std::io::Error) -> VfsError {
+        VfsError::io(op, &self.data_path, e)
+    }
+}
+
+impl Drop for BlockCache {
+    fn drop(&mut self) {
+        if let Err(e) = self.sync() {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "could not write the cache index on close");
+        }
+    }
+}
+
+fn row_of(n: u32, s: &Slot) -> SlotRow {
+    let (block_id, dirty) = match &s.owner {
+        Owner::Free => (None, None),
+        Owner::Clean(id) => (Some(id.as_bytes().to_vec()), None),
+        Owner::Dirty(k) => (None, Some((k.alias.clone(), k.db.clone(), k.index))),
+    };
+    SlotRow { n, block_id, dirty, present: s.present.iter().flat_map(|w| w.to_le_bytes()).collect(), used: s.used }
+}
+
+fn pad8(c: &[u8]) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b[..c.len()].copy_from_slice(c);
+    b
+}
+
+fn bit(map: &[u64], i: u32) -> bool {
+    map.get((i / 64) as usize).is_some_and(|w| w & (1 << (i % 64)) != 0)
+}
+
+fn set_bit(map: &mut Vec<u64>, i: u32) {
+    let w = (i / 64) as usize;
+    if map.len() <= w {
+        map.resize(w + 1, 0);
+    }
+    map[w] |= 1 << (i % 64);
+}
+
+fn full_bitmap(chunks: u32) -> Vec<u64> {
+    let mut m = Vec::new();
+    for c in 0..chunks {
+        set_bit(&mut m, c);
+    }
+    m
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(unix)]
+fn read_exact_at(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    // A slot that was never written reads as zeros (the file is sparse or short).
+    let mut done = 0;
+    while done < buf.len() {
+        let n = f.read_at(&mut buf[done..], off + done as u64)?;
+        if n == 0 {
+            buf[done..].fill(0);
+            break;
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn write_all_at(f: &File, buf: &[u8], off: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(buf, off)
+}
+
+#[cfg(windows)]
+fn read_exact_at(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    let mut done = 0;
+    while done < buf.len() {
+        let n = f.seek_read(&mut buf[done..], off + done as u64)?;
+        if n == 0 {
+            buf[done..].fill(0);
+            break;
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+#[cfg(windows)]
+fn write_all_at(f: &File, buf: &[u8], off: u64) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    let mut done = 0;
+    while done < buf.len() {
+        done += f.seek_write(&buf[done..], off + done as u64)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,239 @@
+//! [`BlockVfs`]: a cache directory, the containers attached to it, and the SQLite VFS that serves their
+//! databases as `/ALIAS/DB`.
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, RwLock};
+
+use super::attached::{Container, DatabaseStatus, PollReport, UploadOptions, UploadReport};
+use super::cache::{BlockCache, CacheStats, CacheUsage, DEFAULT_CACHE_SIZE};
+use super::container::Manifest;
+use super::sqlite::{Registration, VfsShared, platform_vfs};
+use super::store::{ContainerStore, StoreOptions};
+use super::{VfsError, VfsResult};
+
+/// Configuration of a [`BlockVfs`].
+#[derive(Clone, Debug)]
+pub struct VfsConfig {
+    /// The cache directory (created if missing). One process owns it at a time.
+    pub cache_dir: PathBuf,
+    /// The name the VFS is registered under in SQLite (`vfs=` in URIs). Default `"bcv"`.
+    pub name: String,
+    /// The cache size limit in bytes (clean blocks are evicted beyond it). Default 1 GiB.
+    pub cache_size: u64,
+    /// Parallel requests for uploads and prefetch. Default 8.
+    pub nrequest: usize,
+    /// Store options (retries, timeouts, auth) for attached containers.
+    pub store: StoreOptions,
+}
+
+impl VfsConfig {
+    /// A configuration with defaults for the cache directory `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> VfsConfig {
+        VfsConfig {
+            cache_dir: dir.into(),
+            name: "bcv".into(),
+            cache_size: DEFAULT_CACHE_SIZE,
+            nrequest: 8,
+            store: StoreOptions::default(),
+        }
+    }
+}
+
+/// Options of [`BlockVfs::attach`].
+#[derive(Clone, Debug, Default)]
+pub struct AttachOptions {
+    /// The alias (path prefix `/ALIAS/`); default: the last component of the container URL.
+    pub alias: Option<String>,
+    /// Succeed without doing anything when a container is already attached under this alias with the same URL.
+    pub if_not_attached: bool,
+}
+
+/// A block-cache VFS: owns a cache directory, attaches containers and registers an SQLite VFS.
+///
+/// Dropping it unregisters the VFS; SQLite connections opened through it must be closed first (otherwise its
+/// memory is kept alive for them and a warning is logged). Methods are thread-safe.
+pub struct BlockVfs {
+    shared: Arc<VfsShared>,
+    cache: Arc<BlockCache>,
+    config: VfsConfig,
+    _registration: Registration,
+}
+
+impl std::fmt::Debug for BlockVfs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockVfs").field("name", &self.config.name).field("cache_dir", &self.config.cache_dir).finish()
+    }
+}
+
+impl BlockVfs {
+    /// Opens the cache directory and registers the VFS. Containers attached in an earlier run are re-attached
+    /// from the cache index without any request.
+    ///
+    /// Errors: [`VfsError::CacheBusy`] when another process owns the directory; a VFS name already registered;
+    /// I/O errors.
+    pub fn create(config: VfsConfig) -> VfsResult<BlockVfs> {
+        let name = CString::new(config.name.clone())
+            .map_err(|_| VfsError::InvalidArgument(format!("VFS name {:?} contains NUL", config.name)))?;
+        // SAFETY: sqlite3_vfs_find is thread-safe.
+        if !unsafe { libsqlite3_sys::sqlite3_vfs_find(name.as_ptr()) }.is_null() {
+            return Err(VfsError::InvalidArgument(format!("a VFS named {:?} is already registered", config.name)));
+        }
+        let cache = Arc::new(BlockCache::open(&config.cache_dir, config.cache_size)?);
+        let shared = Arc::new(VfsShared {
+            name,
+            cache_dir: config.cache_dir.clone(),
+            containers: RwLock::new(Default::default()),
+            open_files: AtomicUsize::new(0),
+            platform: platform_vfs()?,
+            nrequest: config.nrequest.max(1),
+        });
+        let vfs = BlockVfs { _registration: Registration::register(shared.clone())?, shared, cache, config };
+        let recorded = vfs.cache.index().containers()?;
+        for row in recorded {
+            let store = ContainerStore::open(&row.url, &vfs.config.store)?;
+            let container = Container::attach(vfs.cache.clone(), &row.alias, &row.url, store)?;
+            vfs.containers_mut().insert(row.alias.clone(), Arc::new(container));
+        }
+        Ok(vfs)
+    }
+
+    fn containers_mut(&self) -> std::sync::RwLockWriteGuard<'_, std::collections::HashMap<String, Arc<Container>>> {
+        self.shared.containers.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn container(&self, alias: &str) -> VfsResult<Arc<Container>> {
+        self.shared.container(alias).ok_or_else(|| VfsError::NoSuchAlias { alias: alias.to_string() })
+    }
+
+    /// The SQLite VFS name (`vfs=` in URIs).
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The cache directory.
+    pub fn cache_dir(&self) -> &Path {
+        &self.config.cache_dir
+    }
+
+    /// The SQLite path of database `db` in the container attached as `alias`: `/alias/db`.
+    pub fn path(&self, alias: &str, db: &str) -> String {
+        format!("/{alias}/{db}")
+    }
+
+    /// Attaches the container at `url` (see [`ContainerStore::open`] for URL forms) and returns its alias.
+    ///
+    /// Errors: [`VfsError::AliasInUse`]; the store's errors (a missing manifest is `NotFound`: create the
+    /// container first); a corrupt manifest; a block size other than the cache's.
+    pub fn attach(&self, url: &str, options: &AttachOptions) -> VfsResult<String> {
+        let alias = match &options.alias {
+            Some(a) => a.clone(),
+            None => default_alias(url)?,
+        };
+        super::attached::validate_db_name(&alias)
+            .map_err(|_| VfsError::InvalidArgument(format!("alias {alias:?}: 1 to 127 bytes, without NUL or '/'")))?;
+        if let Some(existing) = self.shared.container(&alias) {
+            if options.if_not_attached && existing.url == url {
+                return Ok(alias);
+            }
+            return Err(VfsError::AliasInUse { alias });
+        }
+        let store = ContainerStore::open(url, &self.config.store)?;
+        let container = Container::attach(self.cache.clone(), &alias, url, store)?;
+        self.containers_mut().insert(alias.clone(), Arc::new(container));
+        Ok(alias)
+    }
+
+    /// Detaches `alias`. Errors: [`VfsError::Busy`] while a connection is open or local changes are not
+    /// uploaded (upload or revert them first).
+    pub fn detach(&self, alias: &str) -> VfsResult<()> {
+        let container = self.container(alias)?;
+        if container.in_use() {
+            return Err(VfsError::Busy { what: format!("container {alias}"), reason: "connections are open".into() });
+        }
+        if container.has_local_changes() {
+            return Err(VfsError::Busy {
+                what: format!("container {alias}"),
+                reason: "it has local changes; upload or revert them first".into(),
+            });
+        }
+        container.forget()?;
+        self.containers_mut().remove(alias);
+        Ok(())
+    }
+
+    /// The attached aliases with their URLs.
+    pub fn attached(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = self
+            .shared
+            .containers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|c| (c.alias.clone(), c.url.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Fetches the manifest of `alias` if it changed (one conditional GET) and makes new versions visible.
+    pub fn poll(&self, alias: &str) -> VfsResult<PollReport> {
+        self.container(alias)?.poll()
+    }
+
+    /// Uploads the local changes of every database of `alias` in one synchronous call (see [`UploadOptions`]).
+    pub fn upload(&self, alias: &str, options: &UploadOptions) -> VfsResult<UploadReport> {
+        self.container(alias)?.upload(&self.config.name, options, self.config.nrequest)
+    }
+
+    /// Drops local changes of `db` (or of every database of `alias`). Returns the databases reverted.
+    pub fn revert(&self, alias: &str, db: Option<&str>) -> VfsResult<Vec<String>> {
+        self.container(alias)?.revert(db)
+    }
+
+    /// Copies database `from` to a new database `to` in the container, sharing its blocks.
+    pub fn copy(&self, alias: &str, from: &str, to: &str) -> VfsResult<()> {
+        self.container(alias)?.copy(from, to)
+    }
+
+    /// Deletes database `db` from the container.
+    pub fn delete(&self, alias: &str, db: &str) -> VfsResult<()> {
+        self.container(alias)?.delete(db)
+    }
+
+    /// Status of every database of `alias`.
+    pub fn databases(&self, alias: &str) -> VfsResult<Vec<DatabaseStatus>> {
+        Ok(self.container(alias)?.status())
+    }
+
+    /// The manifest of `alias` as this client last saw it.
+    pub fn manifest(&self, alias: &str) -> VfsResult<Manifest> {
+        Ok(self.container(alias)?.manifest())
+    }
+
+    /// The store of `alias` (for its meter).
+    pub fn store(&self, alias: &str) -> VfsResult<ContainerStore> {
+        Ok(self.container(alias)?.store.clone())
+    }
+
+    /// Cache activity counters.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    /// Cache occupancy.
+    pub fn cache_usage(&self) -> CacheUsage {
+        self.cache.usage()
+    }
+}
+
+/// The default alias of a container URL: its last path component (bucket or directory name).
+fn default_alias(url: &str) -> VfsResult<String> {
+    let trimmed = url.split(['?', '#']).next().unwrap_or(url).trim_end_matches('/');
+    let last = trimmed.rsplit('/').next().unwrap_or("");
+    if last.is_empty() || last.contains(':') {
+        return Err(VfsError::InvalidArgument(format!("cannot derive an alias from {url:?}; give one")));
+    }
+    Ok(last.to_string())
+}

@@ -1,0 +1,30 @@
+//! The block-cache VFS: SQLite databases stored as immutable blocks plus a manifest in a cloud container,
+//! format-compatible with SQLite's Cloud Backed SQLite (CBS), read lazily through a bounded local cache.
+//!
+//! * [`container`] — the on-storage format: `manifest.bcv`, block ids, the delete list.
+//! * [`store`] — object stores (local directory, memory, S3, Azure, GCS) behind one container-level API, with
+//!   compare-and-swap, metering and fault injection.
+//! * [`BlockVfs`] — a cache directory with attached containers, registered as an SQLite VFS serving
+//!   `/ALIAS/DB`; poll, upload, revert, copy, delete.
+//! * [`ContainerTools`] — the same container operations without a cache: create, destroy, upload and download
+//!   a database file, list, cleanup.
+
+mod attached;
+mod cache;
+pub mod container;
+mod database;
+mod error;
+mod fs;
+mod runtime;
+mod sqlite;
+pub mod store;
+mod tools;
+
+pub use attached::{DatabaseStatus, KV_OBJECT, MANIFEST_OBJECT, PollReport, UploadOptions, UploadReport};
+pub use cache::{CHUNK_SIZE, CacheStats, CacheUsage, DEFAULT_CACHE_SIZE};
+pub use error::{VfsError, VfsResult};
+pub use fs::{AttachOptions, BlockVfs, VfsConfig};
+pub use sqlite::last_error;
+pub use tools::{
+    CleanupReport, ContainerTools, DEFAULT_BLOCK_SIZE, DEFAULT_NAME_BYTES, DatabaseInfo, Progress, list_of,
+};

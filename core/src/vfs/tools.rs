@@ -1,0 +1,348 @@
+//! Container operations without a VFS or cache: create and destroy a container, upload and download a
+//! database file, copy, delete, list databases, and clean up garbage blocks.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::attached::{KV_OBJECT, MANIFEST_OBJECT, validate_db_name};
+use super::container::{BlockId, Manifest, julian_ms_from_unix_ms, julian_ms_now};
+use super::runtime::block_on;
+use super::store::{ContainerStore, ObjectVersion};
+use super::{VfsError, VfsResult};
+
+/// The default block size of new containers: 4 MiB, as in CBS.
+pub const DEFAULT_BLOCK_SIZE: u32 = 4 << 20;
+/// The default block-id length of new containers: 16 bytes, as in CBS.
+pub const DEFAULT_NAME_BYTES: u32 = 16;
+
+/// Progress of a long operation, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes done.
+    pub done: u64,
+    /// Bytes in all.
+    pub total: u64,
+}
+
+/// A database as listed from a manifest.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DatabaseInfo {
+    /// The name.
+    pub name: String,
+    /// Its id in the manifest.
+    pub id: u32,
+    /// Its version (uploads so far).
+    pub version: u32,
+    /// The id of the database it shares blocks with as a diff (0: none).
+    pub parent: u32,
+    /// Blocks.
+    pub blocks: u32,
+    /// Size of its image in bytes (blocks × block size).
+    pub size: u64,
+}
+
+/// What a cleanup did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CleanupReport {
+    /// Blocks deleted from the delete list (their grace period had passed).
+    pub deleted: u64,
+    /// Orphaned blocks deleted (in no manifest list and not on the delete list, e.g. from a crashed upload).
+    pub orphans_deleted: u64,
+    /// Blocks still waiting on the delete list.
+    pub waiting: u64,
+}
+
+/// Container operations on one store, without a cache.
+#[derive(Clone, Debug)]
+pub struct ContainerTools {
+    store: ContainerStore,
+    nrequest: usize,
+}
+
+impl ContainerTools {
+    /// Operations on `store`, with up to `nrequest` parallel requests.
+    pub fn new(store: ContainerStore, nrequest: usize) -> ContainerTools {
+        ContainerTools { store, nrequest: nrequest.max(1) }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &ContainerStore {
+        &self.store
+    }
+
+    fn corrupt(&self, source: super::container::ManifestError) -> VfsError {
+        VfsError::Manifest { container: self.store.label().to_string(), source }
+    }
+
+    /// Reads the manifest and its version.
+    pub fn manifest(&self) -> VfsResult<(Manifest, ObjectVersion)> {
+        let s = self.store.clone();
+        let fetched = block_on(async move { s.get(MANIFEST_OBJECT).await })?;
+        let m = Manifest::decode(&fetched.bytes).map_err(|e| self.corrupt(e))?;
+        Ok((m, fetched.version))
+    }
+
+    /// Creates an empty container (a manifest with no database). Refuses to overwrite an existing one unless
+    /// `overwrite` (CBS's create clobbers). Errors: `AlreadyExists`; a store without conditional writes.
+    pub fn create(&self, block_size: u32, name_bytes: u32, overwrite: bool) -> VfsResult<()> {
+        let m = Manifest::new(block_size, name_bytes).map_err(|e| self.corrupt(e))?;
+        let bytes = Bytes::from(m.encode());
+        let s = self.store.clone();
+        block_on(async move {
+            s.check_conditional_writes().await?;
+            if overwrite { s.put(MANIFEST_OBJECT, bytes).await } else { s.put_if_absent(MANIFEST_OBJECT, bytes).await }
+        })?;
+        Ok(())
+    }
+
+    /// Deletes every object of the container, the manifest first (so no client attaches a half-deleted one).
+    pub fn destroy(&self) -> VfsResult<u64> {
+        let s = self.store.clone();
+        let n = self.nrequest;
+        block_on(async move {
+            s.delete(MANIFEST_OBJECT).await?;
+            let objects = s.list().await?;
+            let count = objects.len() as u64;
+            let mut dels = futures::stream::iter(objects.into_iter().map(|o| {
+                let s = s.clone();
+                async move { s.delete(&o.name).await }
+            }))
+            .buffer_unordered(n);
+            while let Some(r) = dels.next().await {
+                r?;
+            }
+            Ok(count)
+        })
+    }
+
+    /// The databases of the container.
+    pub fn list(&self) -> VfsResult<Vec<DatabaseInfo>> {
+        let (m, _) = self.manifest()?;
+        Ok(list_of(&m))
+    }
+
+    /// Uploads the local file `path` as database `name` (a new version when it exists), block by block in
+    /// parallel, then installs the manifest with a conditional PUT (retrying on conflicts with other writers).
+    pub fn upload_file(&self, path: &Path, name: &str, progress: &dyn Fn(Progress)) -> VfsResult<u32> {
+        validate_db_name(name)?;
+        let (manifest, _) = self.manifest()?;
+        let bs = manifest.block_size as usize;
+        let nb = manifest.name_bytes as usize;
+        let mut file = std::fs::File::open(path).map_err(|e| VfsError::io("open", path, e))?;
+        let total = file.metadata().map_err(|e| VfsError::io("stat", path, e))?.len();
+        let by_md5 = manifest.blocks_by_md5();
+        let mut ids = Vec::new();
+        let mut blocks = Vec::new();
+        loop {
+            let mut block = vec![0u8; bs];
+            let n = read_full(&mut file, &mut block).map_err(|e| VfsError::io("read", path, e))?;
+            if n == 0 {
+                break;
+            }
+            let fresh = BlockId::for_block(nb, &block);
+            match fresh.md5_prefix().and_then(|m| by_md5.get(&m)) {
+                Some(existing) => ids.push(*existing),
+                None => {
+                    ids.push(fresh);
+                    blocks.push((fresh, Bytes::from(block)));
+                }
+            }
+            if n < bs {
+                break;
+            }
+        }
+        let s = self.store.clone();
+        let n = self.nrequest;
+        let done = std::sync::atomic::AtomicU64::new(0);
+        block_on(async {
+            s.check_conditional_writes().await?;
+            let mut puts = futures::stream::iter(blocks.into_iter().map(|(id, b)| {
+                let s = s.clone();
+                async move {
+                    let len = b.len() as u64;
+                    s.put(&id.object_name(), b).await.map(|_| len)
+                }
+            }))
+            .buffer_unordered(n);
+            while let Some(r) = puts.next().await {
+                let d = done.fetch_add(r?, std::sync::atomic::Ordering::Relaxed) + bs as u64;
+                progress(Progress { done: d.min(total), total });
+            }
+            Ok(())
+        })?;
+        let installed = self.change_manifest(|m| {
+            let now = julian_ms_now();
+            match m.database(name).map(|e| e.id) {
+                Some(id) => m.replace_blocks(id, ids.clone(), now),
+                None => m.add_database(name, ids.clone()).map(|_| ()),
+            }
+        })?;
+        progress(Progress { done: total, total });
+        Ok(installed.database(name).map(|e| e.version).unwrap_or(0))
+    }
+
+    /// Downloads database `name` to the local file `path`: its image of nBlocks × block size bytes, exactly as
+    /// CBS writes it. The file is written to a temporary name and renamed into place.
+    pub fn download_file(&self, name: &str, path: &Path, progress: &dyn Fn(Progress)) -> VfsResult<u64> {
+        let (m, _) = self.manifest()?;
+        let entry = m.database(name).ok_or_else(|| VfsError::NoSuchDatabase {
+            container: self.store.label().to_string(),
+            database: name.to_string(),
+        })?;
+        let ids = m.resolve(entry.id).map_err(|e| self.corrupt(e))?;
+        let bs = m.block_size as u64;
+        let total = ids.len() as u64 * bs;
+        let tmp = path.with_extension("bcv-download");
+        let mut out = std::fs::File::create(&tmp).map_err(|e| VfsError::io("create", &tmp, e))?;
+        let s = self.store.clone();
+        let n = self.nrequest;
+        let label = self.store.label().to_string();
+        let result = block_on(async {
+            let mut gets = futures::stream::iter(ids.into_iter().map(|id| {
+                let s = s.clone();
+                async move { s.get(&id.object_name()).await.map(|f| (id, f.bytes)) }
+            }))
+            .buffered(n);
+            let mut done = 0u64;
+            while let Some(r) = gets.next().await {
+                let (id, bytes) = r?;
+                if bytes.len() as u64 != bs {
+                    return Err(VfsError::CorruptBlock {
+                        container: label.clone(),
+                        object: id.object_name(),
+                        reason: format!("{} bytes, the container's block size is {bs}", bytes.len()),
+                    });
+                }
+                out.write_all(&bytes).map_err(|e| VfsError::io("write", &tmp, e))?;
+                done += bs;
+                progress(Progress { done, total });
+            }
+            Ok(())
+        });
+        if let Err(e) = result.and_then(|_| out.sync_all().map_err(|e| VfsError::io("sync", &tmp, e))) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        std::fs::rename(&tmp, path).map_err(|e| VfsError::io("rename", path, e))?;
+        Ok(total)
+    }
+
+    /// Copies database `from` to a new database `to`, sharing blocks.
+    pub fn copy(&self, from: &str, to: &str) -> VfsResult<()> {
+        validate_db_name(to)?;
+        self.change_manifest(|m| m.copy_database(from, to).map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Deletes database `name`; its blocks go to the delete list (removed by [`cleanup`](Self::cleanup)).
+    pub fn delete(&self, name: &str) -> VfsResult<()> {
+        self.change_manifest(|m| m.remove_database(name, julian_ms_now()))?;
+        Ok(())
+    }
+
+    /// Deletes blocks that have been on the delete list for at least `grace`, and (when `find_orphans`) block
+    /// objects that no database references and that are older than `grace` (left by crashed uploads). The
+    /// manifest is rewritten (conditionally) before any block is deleted.
+    pub fn cleanup(&self, grace: Duration, find_orphans: bool) -> VfsResult<CleanupReport> {
+        let cutoff = julian_ms_from_unix_ms(unix_now_ms() - grace.as_millis() as i64);
+        let mut taken = Vec::new();
+        let m = self.change_manifest(|m| {
+            taken = m.take_deletable(cutoff);
+            Ok(())
+        })?;
+        let mut report =
+            CleanupReport { deleted: taken.len() as u64, waiting: m.delete_list.len() as u64, ..Default::default() };
+        let s = self.store.clone();
+        let n = self.nrequest;
+        let mut victims: Vec<String> = taken.iter().map(|id| id.object_name()).collect();
+        if find_orphans {
+            let known: HashSet<BlockId> =
+                m.referenced_blocks().into_iter().chain(m.delete_list.iter().map(|d| d.id)).collect();
+            let s2 = s.clone();
+            let objects = block_on(async move { s2.list().await })?;
+            let older_than = unix_now_ms() - grace.as_millis() as i64;
+            for o in objects {
+                if o.name == MANIFEST_OBJECT || o.name == KV_OBJECT {
+                    continue;
+                }
+                if let Some(id) = BlockId::parse_object_name(&o.name)
+                    && !known.contains(&id)
+                    && !taken.contains(&id)
+                    && o.last_modified_unix_ms <= older_than
+                {
+                    victims.push(o.name);
+                    report.orphans_deleted += 1;
+                }
+            }
+        }
+        block_on(async move {
+            let mut dels = futures::stream::iter(victims.into_iter().map(|name| {
+                let s = s.clone();
+                async move { s.delete(&name).await }
+            }))
+            .buffer_unordered(n);
+            while let Some(r) = dels.next().await {
+                r?;
+            }
+            Ok(())
+        })?;
+        Ok(report)
+    }
+
+    /// Applies `change` to the manifest and installs it with a conditional PUT, re-reading and re-applying on a
+    /// conflict (up to 8 times).
+    fn change_manifest(
+        &self,
+        mut change: impl FnMut(&mut Manifest) -> Result<(), super::container::ManifestError>,
+    ) -> VfsResult<Manifest> {
+        let s = self.store.clone();
+        block_on(async move { s.check_conditional_writes().await })?;
+        for _ in 0..8 {
+            let (mut m, version) = self.manifest()?;
+            change(&mut m).map_err(|e| self.corrupt(e))?;
+            let bytes = Bytes::from(m.encode());
+            let s = self.store.clone();
+            match block_on(async move { s.put_if_match(MANIFEST_OBJECT, bytes, &version).await }) {
+                Ok(_) => return Ok(m),
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(VfsError::Conflict { container: self.store.label().to_string(), object: MANIFEST_OBJECT.into() })
+    }
+}
+
+/// The databases of a manifest.
+pub fn list_of(m: &Manifest) -> Vec<DatabaseInfo> {
+    m.databases
+        .iter()
+        .map(|e| DatabaseInfo {
+            name: e.name.clone(),
+            id: e.id,
+            version: e.version,
+            parent: e.parent(),
+            blocks: e.n_blocks,
+            size: e.n_blocks as u64 * m.block_size as u64,
+        })
+        .collect()
+}
+
+fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read(&mut buf[done..])? {
+            0 => break,
+            n => done += n,
+        }
+    }
+    Ok(done)
+}
+
+fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

@@ -1,0 +1,352 @@
+//! The block-cache VFS end to end on the local-directory store: SQLite reads and writes through `/ALIAS/DB`,
+//! upload, poll by a second client, conflicts, the fixture written by CBS, the cache's behaviour.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bcv_core::vfs::store::{ContainerStore, StoreOptions};
+use bcv_core::vfs::{AttachOptions, BlockVfs, ContainerTools, UploadOptions, VfsConfig, VfsError};
+use rusqlite::{Connection, OpenFlags};
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh VFS name per test (SQLite's registry is process-wide).
+fn vfs_name() -> String {
+    format!("bcvtest{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+fn open_vfs(cache: &Path, cache_size: u64) -> BlockVfs {
+    let mut config = VfsConfig::new(cache);
+    config.name = vfs_name();
+    config.cache_size = cache_size;
+    BlockVfs::create(config).expect("create vfs")
+}
+
+fn connect(vfs: &BlockVfs, alias: &str, db: &str) -> Connection {
+    Connection::open_with_flags_and_vfs(
+        vfs.path(alias, db),
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        vfs.name(),
+    )
+    .expect("open through the vfs")
+}
+
+fn tools(dir: &Path) -> ContainerTools {
+    let store = ContainerStore::open(dir.to_str().unwrap(), &StoreOptions::default()).unwrap();
+    ContainerTools::new(store, 4)
+}
+
+/// A local SQLite file with `rows` rows in t(id, k, v) and an index on k.
+fn make_db(path: &Path, rows: i64) {
+    let c = Connection::open(path).unwrap();
+    c.execute_batch(
+        "PRAGMA page_size=4096; CREATE TABLE t(id INTEGER PRIMARY KEY, k INTEGER, v TEXT); CREATE INDEX t_k ON t(k);",
+    )
+    .unwrap();
+    let tx = c.unchecked_transaction().unwrap();
+    {
+        let mut ins = tx.prepare("INSERT INTO t VALUES (?1, ?2, ?3)").unwrap();
+        for id in 1..=rows {
+            ins.execute(rusqlite::params![id, (id * 7919) % 100003, format!("row-{id:08}-{}", "x".repeat(80))])
+                .unwrap();
+        }
+    }
+    tx.commit().unwrap();
+}
+
+fn figures(c: &Connection) -> (i64, i64, i64) {
+    c.query_row("SELECT count(*), sum(k), sum(length(v)) FROM t", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+}
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    bucket: PathBuf,
+    root: PathBuf,
+}
+
+/// A container with block size `bs` holding main.db of `rows` rows.
+fn setup(bs: u32, rows: i64) -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let bucket = tmp.path().join("bucket");
+    let t = tools(&bucket);
+    t.create(bs, 16, false).unwrap();
+    let local = tmp.path().join("main.db");
+    make_db(&local, rows);
+    t.upload_file(&local, "main.db", &|_| {}).unwrap();
+    Setup { root: tmp.path().to_path_buf(), _tmp: tmp, bucket }
+}
+
+fn attach(vfs: &BlockVfs, bucket: &Path) -> String {
+    vfs.attach(bucket.to_str().unwrap(), &AttachOptions { alias: Some("c".into()), if_not_attached: false }).unwrap()
+}
+
+#[test]
+fn reads_an_uploaded_database_through_sqlite() {
+    let s = setup(65536, 2000);
+    let vfs = open_vfs(&s.root.join("cache"), 1 << 30);
+    attach(&vfs, &s.bucket);
+    let c = connect(&vfs, "c", "main.db");
+    let expect = figures(&Connection::open(s.root.join("main.db")).unwrap());
+    assert_eq!(figures(&c), expect);
+    let ok: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(ok, "ok");
+}
+
+#[test]
+fn opening_an_unknown_alias_or_path_fails_clearly() {
+    let s = setup(65536, 10);
+    let vfs = open_vfs(&s.root.join("cache"), 1 << 30);
+    attach(&vfs, &s.bucket);
+    let r = Connection::open_with_flags_and_vfs("/nope/main.db", OpenFlags::SQLITE_OPEN_READ_WRITE, vfs.name());
+    assert!(r.is_err());
+    assert!(bcv_core::vfs::last_error().contains("nope"), "{}", bcv_core::vfs::last_error());
+    let r = Connection::open_with_flags_and_vfs("/c/missing.db", OpenFlags::SQLITE_OPEN_READ_WRITE, vfs.name());
+    assert!(r.is_err(), "a missing database is not created without SQLITE_OPEN_CREATE");
+}
+
+fn write_upload_and_poll(journal_mode: &str) {
+    let s = setup(65536, 3000);
+    let writer = open_vfs(&s.root.join("cache-w"), 1 << 30);
+    let reader = open_vfs(&s.root.join("cache-r"), 1 << 30);
+    attach(&writer, &s.bucket);
+    attach(&reader, &s.bucket);
+    let rc = connect(&reader, "c", "main.db");
+    let before = figures(&rc);
+
+    let wc = connect(&writer, "c", "main.db");
+    let mode: String = wc.query_row(&format!("PRAGMA journal_mode={journal_mode}"), [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, journal_mode.to_lowercase());
+    wc.execute("UPDATE t SET v = v || '-upd' WHERE id BETWEEN 100 AND 300", []).unwrap();
+    wc.execute("INSERT INTO t VALUES (100000, 1, 'new row')", []).unwrap();
+    let after = figures(&wc);
+    assert_ne!(before, after);
+
+    // Nothing is visible to the reader before the upload, even after a poll.
+    let report = reader.poll("c").unwrap();
+    assert!(!report.manifest_changed);
+    assert_eq!(figures(&rc), before);
+
+    let up = writer.upload("c", &UploadOptions::default()).unwrap();
+    assert_eq!(up.databases.len(), 1);
+    assert_eq!(up.databases[0].0, "main.db");
+    assert!(up.blocks_written >= 1);
+    assert!(!writer.databases("c").unwrap()[0].has_local_changes);
+
+    // The reader's open connection sees the new version after a poll.
+    let report = reader.poll("c").unwrap();
+    assert!(report.manifest_changed);
+    assert_eq!(report.updated, vec!["main.db".to_string()]);
+    assert_eq!(figures(&rc), after);
+    let ok: String = rc.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(ok, "ok");
+
+    // And the uploaded container downloads to the same database.
+    let out = s.root.join("download.db");
+    tools(&s.bucket).download_file("main.db", &out, &|_| {}).unwrap();
+    assert_eq!(figures(&Connection::open(&out).unwrap()), after);
+}
+
+#[test]
+fn write_upload_poll_rollback_journal() {
+    write_upload_and_poll("DELETE");
+}
+
+#[test]
+fn write_upload_poll_wal() {
+    write_upload_and_poll("WAL");
+}
+
+#[test]
+fn a_second_vfs_on_the_same_cache_directory_is_refused() {
+    let s = setup(65536, 10);
+    let _vfs = open_vfs(&s.root.join("cache"), 1 << 30);
+    let mut config = VfsConfig::new(s.root.join("cache"));
+    config.name = vfs_name();
+    let err = BlockVfs::create(config).unwrap_err();
+    assert!(matches!(err, VfsError::CacheBusy { .. }), "{err}");
+    assert!(err.to_string().contains(&format!("pid {}", std::process::id())), "{err}");
+}
+
+#[test]
+fn warm_restart_makes_no_request() {
+    let s = setup(65536, 2000);
+    let cache = s.root.join("cache");
+    let expect;
+    {
+        let vfs = open_vfs(&cache, 1 << 30);
+        attach(&vfs, &s.bucket);
+        let c = connect(&vfs, "c", "main.db");
+        expect = figures(&c);
+    }
+    let vfs = open_vfs(&cache, 1 << 30);
+    assert_eq!(vfs.attached().len(), 1, "the container is re-attached from the cache index");
+    let c = connect(&vfs, "c", "main.db");
+    assert_eq!(figures(&c), expect);
+    let meter = vfs.store("c").unwrap().meter().snapshot();
+    assert_eq!(meter.total.requests, 0, "warm restart: {meter:?}");
+}
+
+#[test]
+fn a_point_query_fetches_only_the_ranges_it_needs() {
+    let s = setup(1 << 20, 20000);
+    let vfs = open_vfs(&s.root.join("cache"), 1 << 30);
+    attach(&vfs, &s.bucket);
+    let c = connect(&vfs, "c", "main.db");
+    let v: String = c.query_row("SELECT v FROM t WHERE k = ?1", [(777 * 7919) % 100003], |r| r.get(0)).unwrap();
+    assert!(v.starts_with("row-00000777-"));
+    let meter = vfs.store("c").unwrap().meter().snapshot();
+    let size = std::fs::metadata(s.root.join("main.db")).unwrap().len();
+    assert!(
+        meter.total.bytes_down < size / 4,
+        "a point query downloaded {} of a {size}-byte database",
+        meter.total.bytes_down
+    );
+}
+
+#[test]
+fn conflicting_uploads_lose_nothing() {
+    let s = setup(65536, 500);
+    let a = open_vfs(&s.root.join("cache-a"), 1 << 30);
+    let b = open_vfs(&s.root.join("cache-b"), 1 << 30);
+    attach(&a, &s.bucket);
+    attach(&b, &s.bucket);
+    let ca = connect(&a, "c", "main.db");
+    let cb = connect(&b, "c", "main.db");
+    ca.execute("UPDATE t SET k = -1 WHERE id = 1", []).unwrap();
+    cb.execute("UPDATE t SET k = -2 WHERE id = 2", []).unwrap();
+    a.upload("c", &UploadOptions::default()).unwrap();
+    let err = b.upload("c", &UploadOptions::default()).unwrap_err();
+    assert!(err.is_conflict(), "{err}");
+    assert!(err.to_string().contains("main.db"), "{err}");
+    // b's change is still there locally, and can be dropped to follow a.
+    let k: i64 = cb.query_row("SELECT k FROM t WHERE id = 2", [], |r| r.get(0)).unwrap();
+    assert_eq!(k, -2);
+    drop(cb);
+    assert_eq!(b.revert("c", None).unwrap(), vec!["main.db".to_string()]);
+    b.poll("c").unwrap();
+    let cb = connect(&b, "c", "main.db");
+    let (k1, k2): (i64, i64) = cb
+        .query_row("SELECT (SELECT k FROM t WHERE id = 1), (SELECT k FROM t WHERE id = 2)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((k1, k2), (-1, 2 * 7919));
+}
+
+#[test]
+fn uploads_of_different_databases_rebase_onto_each_other() {
+    let s = setup(65536, 200);
+    tools(&s.bucket).copy("main.db", "other.db").unwrap();
+    let a = open_vfs(&s.root.join("cache-a"), 1 << 30);
+    let b = open_vfs(&s.root.join("cache-b"), 1 << 30);
+    attach(&a, &s.bucket);
+    attach(&b, &s.bucket);
+    connect(&a, "c", "main.db").execute("DELETE FROM t WHERE id > 100", []).unwrap();
+    connect(&b, "c", "other.db").execute("DELETE FROM t WHERE id <= 100", []).unwrap();
+    a.upload("c", &UploadOptions::default()).unwrap();
+    let report = b.upload("c", &UploadOptions::default()).unwrap();
+    assert_eq!(report.rebases, 1);
+    let list = tools(&s.bucket).list().unwrap();
+    assert_eq!(list.len(), 2);
+    let main = tools(&s.bucket);
+    let out = s.root.join("m.db");
+    main.download_file("main.db", &out, &|_| {}).unwrap();
+    assert_eq!(figures(&Connection::open(&out).unwrap()).0, 100);
+    main.download_file("other.db", &out, &|_| {}).unwrap();
+    assert_eq!(figures(&Connection::open(&out).unwrap()).0, 100);
+}
+
+#[test]
+fn new_databases_are_created_locally_and_uploaded() {
+    let s = setup(65536, 10);
+    let vfs = open_vfs(&s.root.join("cache"), 1 << 30);
+    attach(&vfs, &s.bucket);
+    {
+        let c = connect(&vfs, "c", "fresh.db");
+        c.execute_batch("CREATE TABLE x(a); INSERT INTO x VALUES (42);").unwrap();
+    }
+    vfs.upload("c", &UploadOptions::default()).unwrap();
+    let names: Vec<String> = tools(&s.bucket).list().unwrap().into_iter().map(|d| d.name).collect();
+    assert_eq!(names, vec!["main.db".to_string(), "fresh.db".to_string()]);
+    let other = open_vfs(&s.root.join("cache2"), 1 << 30);
+    attach(&other, &s.bucket);
+    let a: i64 = connect(&other, "c", "fresh.db").query_row("SELECT a FROM x", [], |r| r.get(0)).unwrap();
+    assert_eq!(a, 42);
+}
+
+#[test]
+fn a_small_cache_evicts_clean_blocks_and_still_reads_correctly() {
+    let s = setup(65536, 5000);
+    // Room for 4 blocks of a ~40-block database.
+    let vfs = open_vfs(&s.root.join("cache"), 4 * 65536);
+    attach(&vfs, &s.bucket);
+    let c = connect(&vfs, "c", "main.db");
+    let expect = figures(&Connection::open(s.root.join("main.db")).unwrap());
+    assert_eq!(figures(&c), expect);
+    assert_eq!(figures(&c), expect);
+    let usage = vfs.cache_usage();
+    assert!(usage.clean_slots <= 4, "{usage:?}");
+    assert!(vfs.cache_stats().evictions > 0);
+}
+
+#[test]
+fn copy_delete_and_cleanup() {
+    let s = setup(65536, 300);
+    let t = tools(&s.bucket);
+    t.copy("main.db", "copy.db").unwrap();
+    let list = t.list().unwrap();
+    assert_eq!(list[1].parent, list[0].id);
+    let objects_before = std::fs::read_dir(&s.bucket).unwrap().count();
+    t.delete("main.db").unwrap();
+    // copy.db still reads the same (its blocks stay referenced).
+    let out = s.root.join("copy.db");
+    t.download_file("copy.db", &out, &|_| {}).unwrap();
+    assert_eq!(figures(&Connection::open(&out).unwrap()).0, 300);
+    let r = t.cleanup(std::time::Duration::ZERO, true).unwrap();
+    assert_eq!(r.deleted, 0, "no block became garbage: copy.db references them all");
+    assert_eq!(std::fs::read_dir(&s.bucket).unwrap().count(), objects_before);
+    t.delete("copy.db").unwrap();
+    let r = t.cleanup(std::time::Duration::ZERO, true).unwrap();
+    assert!(r.deleted > 0);
+    let left: Vec<String> =
+        std::fs::read_dir(&s.bucket).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(left, vec!["manifest.bcv".to_string()]);
+}
+
+#[test]
+fn the_cbs_fixture_reproduces_its_figures_through_the_vfs() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/cbs-v4-a");
+    let tmp = tempfile::tempdir().unwrap();
+    let bucket = tmp.path().join("bucket");
+    std::fs::create_dir_all(&bucket).unwrap();
+    for e in std::fs::read_dir(&fixture).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "EXPECTED.md" {
+            std::fs::copy(e.path(), bucket.join(e.file_name())).unwrap();
+        }
+    }
+    let vfs = open_vfs(&tmp.path().join("cache"), 1 << 30);
+    attach(&vfs, &bucket);
+    let main = connect(&vfs, "c", "main.db");
+    assert_eq!(figures(&main), (20000, 1000005049, 1860804));
+    let copy = connect(&vfs, "c", "copy.db");
+    assert_eq!(figures(&copy), (19000, 949976643, 1767804));
+    for c in [&main, &copy] {
+        let ok: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        assert_eq!(ok, "ok");
+    }
+    // A write and upload keeps the container readable by the format reader (and so by CBS).
+    main.execute("UPDATE t SET v = 'changed' WHERE id = 1", []).unwrap();
+    drop(main);
+    drop(copy);
+    vfs.upload("c", &UploadOptions::default()).unwrap();
+    let out = tmp.path().join("main-after.db");
+    tools(&bucket).download_file("main.db", &out, &|_| {}).unwrap();
+    let c = Connection::open(&out).unwrap();
+    let v: String = c.query_row("SELECT v FROM t WHERE id = 1", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, "changed");
+    let copy_out = tmp.path().join("copy-after.db");
+    tools(&bucket).download_file("copy.db", &copy_out, &|_| {}).unwrap();
+    assert_eq!(figures(&Connection::open(&copy_out).unwrap()), (19000, 949976643, 1767804));
+}
