@@ -87,6 +87,10 @@ bcv_start_azurite() {
     BCV_TEST_AZURE_URL=$(python3 "$BCV_ROOT/scripts/azurite-container.py" --print-url \
         --endpoint "http://127.0.0.1:$port/devstoreaccount1" --container "$container")
     export BCV_TEST_AZURE_URL
+    # A second container for the VFS tests, which create and destroy whole containers.
+    BCV_TEST_AZURE_VFS_URL=$(python3 "$BCV_ROOT/scripts/azurite-container.py" --print-url \
+        --endpoint "http://127.0.0.1:$port/devstoreaccount1" --container "$container-vfs")
+    export BCV_TEST_AZURE_VFS_URL
     export AZURITE_BLOB_STORAGE_URL="http://127.0.0.1:$port"
     echo "Azurite $BCV_AZURITE_VERSION on 127.0.0.1:$port (pid $pid), container $container"
 }
@@ -116,8 +120,11 @@ port, bucket = sys.argv[1], sys.argv[2]
 s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
                   aws_access_key_id="testing", aws_secret_access_key="testing")
 s3.create_bucket(Bucket=bucket)
+s3.create_bucket(Bucket=bucket + "-vfs")
 EOF
-    export BCV_TEST_S3_URL="s3://$bucket?endpoint=http://127.0.0.1:$port&region=us-east-1&access_key_id=testing&secret_access_key=testing&allow_http=true"
+    local query="endpoint=http://127.0.0.1:$port&region=us-east-1&access_key_id=testing&secret_access_key=testing&allow_http=true"
+    export BCV_TEST_S3_URL="s3://$bucket?$query"
+    export BCV_TEST_S3_VFS_URL="s3://$bucket-vfs?$query"
     echo "moto $BCV_MOTO_VERSION on 127.0.0.1:$port (pid $pid), bucket $bucket"
 }
 

@@ -9,6 +9,8 @@ out="$CARGO_TARGET_DIR/c-tests"
 # Tools this suite needs; a fresh machine may lack them.
 missing=()
 for tool in pkg-config valgrind gcc; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+# libbcv.a carries no SQLite of its own: programs link theirs; the tests link the system's.
+[ -e /usr/include/sqlite3.h ] || missing+=(libsqlite3-dev)
 if [ "${#missing[@]}" -gt 0 ]; then
     step "C: installing ${missing[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -10,15 +10,21 @@ cargo fmt --all -- --check
 step "Rust: clippy"
 cargo clippy -q -p bcv-core -p bcv-ffi -p bcv-cli --all-targets -- -D warnings
 
-step "Rust: tests"
+step "Rust: tests (with Azurite and moto started by scripts/servers.sh)"
+source "$BCV_ROOT/scripts/servers.sh"
+bcv_start_azurite
+bcv_start_moto
+export BCV_REQUIRE_SERVERS=1
 if command -v cargo-nextest >/dev/null 2>&1; then
     cargo nextest run -p bcv-core -p bcv-ffi -p bcv-cli --no-fail-fast
 else
     cargo test -p bcv-core -p bcv-ffi -p bcv-cli --no-fail-fast
 fi
+bcv_stop_servers
 
 step "Rust: T35 soak, a million cycles, in release"
 cargo nextest run --release -p bcv-core --test soak --no-capture
 
 step "Rust: quickstart (the README's main command) in release"
 cargo run -q --release -p bcv-cli -- quickstart
+cargo run -q --release -p bcv-cli -- quickstart-streams

@@ -4,6 +4,7 @@
 mod bench;
 mod container;
 mod quickstart;
+mod quickstart_streams;
 mod streams;
 
 use clap::{Parser, Subcommand};
@@ -21,8 +22,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Pipe a file through gzip and AES-256-GCM streams and back, verify it, and say what happened.
+    /// The block-cache VFS end to end on a local directory: create a container, upload a database, attach it
+    /// in two clients, write and upload in one, poll and see the change in the other.
     Quickstart(quickstart::Args),
+    /// Pipe a file through gzip and AES-256-GCM streams and back, verify it, and say what happened.
+    QuickstartStreams(quickstart_streams::Args),
     /// Gzip-compress a file through a bcv stream.
     Gzip(streams::FileArgs),
     /// Gzip-decompress a file through a bcv stream (a truncated input is an error, never a short file).
@@ -42,6 +46,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Quickstart(args) => quickstart::run(args, cli.json),
+        Command::QuickstartStreams(args) => quickstart_streams::run(args, cli.json),
         Command::Gzip(args) => streams::run(streams::Op::Gzip, args, None, cli.json),
         Command::Gunzip(args) => streams::run(streams::Op::Gunzip, args, None, cli.json),
         Command::Encrypt(args) => streams::run_keyed(streams::Op::Encrypt, args, cli.json),

@@ -1,104 +1,148 @@
-//! `bcv quickstart`: the main job until the VFS exists. Pipes a file through gzip and AES-256-GCM streams,
-//! back again, checks the round trip, and shows the lifetime rules at work on a truncated ciphertext.
+//! `bcv quickstart`: the block-cache VFS end to end on the embedded local-directory store. Creates a container,
+//! uploads a database, attaches it in two clients (two cache directories), queries, writes and uploads in one,
+//! and lets the other poll and see the change.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
-use bcv_core::handle::{Error, Runtime};
-
-use crate::streams::{Op, file_to_file};
+use bcv_core::vfs::store::{ContainerStore, StoreOptions};
+use bcv_core::vfs::{AttachOptions, BlockVfs, ContainerTools, UploadOptions, VfsConfig};
+use rusqlite::{Connection, OpenFlags};
+use serde_json::json;
 
 /// Options of `bcv quickstart`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The file to pipe (default: 8 MiB of generated text).
-    #[arg(long)]
-    pub input: Option<PathBuf>,
-    /// Where to write the outputs (default: a new temporary directory).
+    /// Where to put the container and the two cache directories (default: a new temporary directory).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Rows in the sample database.
+    #[arg(long, default_value_t = 50_000)]
+    pub rows: i64,
+    /// The container's block size.
+    #[arg(long, default_value_t = 256 * 1024)]
+    pub block_size: u32,
 }
 
-fn sample_text(len: usize) -> Vec<u8> {
-    let words = ["block", "cache", "stream", "handle", "close", "finish", "gzip", "cipher", "reader", "writer"];
-    let mut out = Vec::with_capacity(len + 16);
-    let mut i = 0usize;
-    while out.len() < len {
-        out.extend_from_slice(words[(i * 7 + i / 3) % words.len()].as_bytes());
-        out.push(if i % 12 == 11 { b'\n' } else { b' ' });
-        i += 1;
-    }
-    out.truncate(len);
-    out
+fn client(dir: &std::path::Path, name: &str, container: &str) -> Result<BlockVfs> {
+    let mut config = VfsConfig::new(dir);
+    config.name = name.to_string();
+    let vfs = BlockVfs::create(config)?;
+    vfs.attach(container, &AttachOptions { alias: Some("demo".into()), if_not_attached: true })?;
+    Ok(vfs)
+}
+
+fn connect(vfs: &BlockVfs) -> Result<Connection> {
+    Connection::open_with_flags_and_vfs(
+        vfs.path("demo", "shop.db"),
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        vfs.name(),
+    )
+    .with_context(|| format!("opening /demo/shop.db: {}", bcv_core::vfs::last_error()))
+}
+
+fn summary(c: &Connection) -> Result<(i64, i64)> {
+    Ok(c.query_row("SELECT count(*), sum(price) FROM items", [], |r| Ok((r.get(0)?, r.get(1)?)))?)
 }
 
 /// Runs the quickstart.
-pub fn run(args: Args, json: bool) -> Result<()> {
+pub fn run(args: Args, as_json: bool) -> Result<()> {
     let dir = match args.dir {
         Some(d) => d,
         None => std::env::temp_dir().join(format!("bcv-quickstart-{}", std::process::id())),
     };
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let input = match args.input {
-        Some(p) => p,
-        None => {
-            let p = dir.join("sample.txt");
-            std::fs::write(&p, sample_text(8 << 20)).with_context(|| format!("writing {}", p.display()))?;
-            p
+    let say = |s: String| {
+        if !as_json {
+            println!("{s}");
         }
     };
-    let mut key = [0u8; 32];
-    getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("drawing a key: {e}"))?;
-    let rt = Runtime::new()?;
-    let quiet = json;
-    let gz = dir.join("sample.gz");
-    let enc = dir.join("sample.gz.bcvaead");
-    let dec = dir.join("sample.dec.gz");
-    let back = dir.join("sample.roundtrip");
     let t = Instant::now();
-    let (n_in, n_gz) = file_to_file(&rt, Op::Gzip, &input, &gz, 6, None, quiet)?;
-    let (_, n_enc) = file_to_file(&rt, Op::Encrypt, &gz, &enc, 0, Some(&key), quiet)?;
-    let (_, _) = file_to_file(&rt, Op::Decrypt, &enc, &dec, 0, Some(&key), quiet)?;
-    let (_, n_back) = file_to_file(&rt, Op::Gunzip, &dec, &back, 0, None, quiet)?;
-    let secs = t.elapsed().as_secs_f64();
-    let same = std::fs::read(&input)? == std::fs::read(&back)?;
-    ensure!(same, "round trip differs: {} vs {}", input.display(), back.display());
 
-    // The contract in one line: a ciphertext cut short never decrypts to a clean, shorter file.
-    let ciphertext = std::fs::read(&enc)?;
-    let cut = rt.stream_from_bytes(ciphertext[..ciphertext.len() * 2 / 3].to_vec())?;
-    let (_d, plain) = rt.aead_decrypt(cut, &key)?;
-    let truncated = match plain.read_to_end_blocking() {
-        Err(Error::Authentication(msg)) => msg,
-        Err(other) => other.to_string(),
-        Ok(_) => anyhow::bail!("a truncated ciphertext decrypted cleanly: this is a bug"),
-    };
-    drop((_d, plain));
-    let live_after = rt.wait_idle(Duration::from_secs(5));
-    if json {
+    // 1. A container on the local-directory store, and a database uploaded into it.
+    let container = dir.join("container");
+    let container_url = container.to_string_lossy().into_owned();
+    let tools = ContainerTools::new(ContainerStore::open(&container_url, &StoreOptions::default())?, 8);
+    tools.create(args.block_size, 16, false)?;
+    let local = dir.join("shop.db");
+    {
+        let c = Connection::open(&local)?;
+        c.execute_batch(&format!(
+            "CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT, price INTEGER);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {})
+             INSERT INTO items SELECT i, printf('item-%06d %s', i, hex(randomblob(24))), i % 100 FROM n;
+             CREATE INDEX items_price ON items(price);",
+            args.rows
+        ))?;
+    }
+    let version = tools.upload_file(&local, "shop.db", &|_| {})?;
+    let size = std::fs::metadata(&local)?.len();
+    say(format!("1. created container {} and uploaded shop.db ({size} bytes, version {version})", container.display()));
+
+    // 2. Two clients attach it, each with its own cache directory.
+    let a = client(&dir.join("cache-a"), "bcv-quickstart-a", &container_url)?;
+    let b = client(&dir.join("cache-b"), "bcv-quickstart-b", &container_url)?;
+    let ca = connect(&a)?;
+    let cb = connect(&b)?;
+    let one: String = cb.query_row("SELECT name FROM items WHERE id = 4242", [], |r| r.get(0))?;
+    let b_bytes = b.store("demo")?.meter().snapshot().total.bytes_down;
+    let before = summary(&cb)?;
+    say(format!(
+        "2. client B: a cold point query read {b_bytes} bytes of {size} ({one:.11}…); a scan: {} items, total \
+         price {}",
+        before.0, before.1
+    ));
+
+    // 3. Client A writes and uploads.
+    ca.execute("UPDATE items SET price = price + 1000 WHERE id <= 100", [])?;
+    ca.execute("INSERT INTO items(name, price) VALUES ('added by client A', 7)", [])?;
+    let written = summary(&ca)?;
+    let upload = a.upload("demo", &UploadOptions::default())?;
+    say(format!(
+        "3. client A: wrote 101 rows, uploaded {} block(s) ({} bytes); shop.db is now version {}",
+        upload.blocks_written,
+        upload.bytes_written,
+        upload.databases.first().map(|d| d.1).unwrap_or(0)
+    ));
+
+    // 4. Client B still sees its snapshot until it polls; then its open connection sees the change.
+    ensure!(summary(&cb)? == before, "client B saw a change before polling");
+    let poll = b.poll("demo")?;
+    let after = summary(&cb)?;
+    ensure!(after == written, "client B sees {after:?} after polling, client A wrote {written:?}");
+    say(format!(
+        "4. client B polled (updated: {:?}) and sees {} items, total price {}",
+        poll.updated, after.0, after.1
+    ));
+    let ok: String = cb.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+    ensure!(ok == "ok", "integrity_check: {ok}");
+    let meter_a = a.store("demo")?.meter().snapshot();
+    let meter_b = b.store("demo")?.meter().snapshot();
+    drop((ca, cb));
+    if as_json {
         println!(
             "{}",
-            serde_json::json!({
-                "input": input, "bytes": n_in, "gzip_bytes": n_gz, "encrypted_bytes": n_enc, "roundtrip_bytes": n_back,
-                "roundtrip_identical": same, "seconds": secs, "truncated_ciphertext_error": truncated,
-                "live_nodes_after": live_after, "dir": dir,
+            json!({
+                "container": container, "database_bytes": size, "before": before, "after": after,
+                "upload": upload, "poll": poll, "requests": {"a": meter_a.total.requests, "b": meter_b.total.requests},
+                "bytes_down": {"a": meter_a.total.bytes_down, "b": meter_b.total.bytes_down},
+                "seconds": t.elapsed().as_secs_f64(),
             })
         );
     } else {
-        println!("bcv quickstart: streams with resource lifetimes");
-        println!("  input            {} ({n_in} bytes)", input.display());
         println!(
-            "  gzip             {} ({n_gz} bytes, {:.1}% of input)",
-            gz.display(),
-            100.0 * n_gz as f64 / n_in.max(1) as f64
+            "ok: requests A {} / B {}, bytes down A {} / B {}, {:.2} s; files in {}",
+            meter_a.total.requests,
+            meter_b.total.requests,
+            meter_a.total.bytes_down,
+            meter_b.total.bytes_down,
+            t.elapsed().as_secs_f64(),
+            dir.display()
         );
-        println!("  AES-256-GCM      {} ({n_enc} bytes: 16-byte header + 16-byte tag per 64 KiB chunk)", enc.display());
-        println!("  decrypt + gunzip {} ({n_back} bytes, identical to the input: {same})", back.display());
-        println!("  four streamed passes took {secs:.3} s");
-        println!("  a ciphertext cut to 2/3 fails instead of ending early: {truncated}");
-        println!("  live nodes after releasing every handle: {live_after}");
     }
-    rt.shutdown(Duration::from_secs(2)).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
 }
