@@ -28,7 +28,7 @@ fn connect(vfs: &BlockVfs, alias: &str, db: &str) -> Connection {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         vfs.name(),
     )
-    .expect("open through the vfs")
+    .unwrap_or_else(|e| panic!("open through the vfs: {e}: {}", bcv_core::vfs::last_error()))
 }
 
 fn tools(dir: &Path) -> ContainerTools {
@@ -349,4 +349,107 @@ fn the_cbs_fixture_reproduces_its_figures_through_the_vfs() {
     let copy_out = tmp.path().join("copy-after.db");
     tools(&bucket).download_file("copy.db", &copy_out, &|_| {}).unwrap();
     assert_eq!(figures(&Connection::open(&copy_out).unwrap()), (19000, 949976643, 1767804));
+}
+
+#[test]
+fn prefetch_fills_the_cache_so_reads_make_no_request() {
+    let s = setup(65536, 3000);
+    let vfs = open_vfs(&s.root.join("cache"), 1 << 30);
+    attach(&vfs, &s.bucket);
+    let calls = std::sync::atomic::AtomicU64::new(0);
+    let report = vfs
+        .prefetch("c", "main.db", &|p| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            assert!(p.done <= p.total);
+        })
+        .unwrap();
+    assert!(report.blocks > 1);
+    assert_eq!(calls.load(Ordering::Relaxed), report.blocks);
+    assert_eq!(report.bytes_fetched, report.blocks * 65536);
+    let store = vfs.store("c").unwrap();
+    store.meter().reset();
+    let c = connect(&vfs, "c", "main.db");
+    assert_eq!(figures(&c), figures(&Connection::open(s.root.join("main.db")).unwrap()));
+    assert_eq!(store.meter().snapshot().total.requests, 0);
+    let again = vfs.prefetch("c", "main.db", &|_| {}).unwrap();
+    assert_eq!(again.bytes_fetched, 0);
+}
+
+fn faulty(
+    bucket: &Path,
+    plan: bcv_core::vfs::store::FaultPlan,
+) -> (ContainerStore, std::sync::Arc<bcv_core::vfs::store::FaultStore>) {
+    use bcv_core::vfs::store::{FaultStore, LocalCas};
+    let local = std::sync::Arc::new(LocalCas::new(bucket).unwrap());
+    let faults = std::sync::Arc::new(FaultStore::new(local, plan));
+    let mut options = StoreOptions::default();
+    options.retry_base_delay = std::time::Duration::from_millis(1);
+    options.retries = 8;
+    (ContainerStore::from_object_store(faults.clone(), "faulty", &options), faults)
+}
+
+#[test]
+fn store_faults_during_reads_are_retried_or_reported_never_corrupt() {
+    use bcv_core::vfs::store::{FaultAction, FaultPlan, FaultRule, OpKind};
+    let s = setup(65536, 3000);
+    let expect = figures(&Connection::open(s.root.join("main.db")).unwrap());
+    // Transient 503s and short reads on a third of the block reads: retried, results exact.
+    let plan = FaultPlan::new()
+        .seed(7)
+        .rule(FaultRule::new(FaultAction::Unavailable).op(OpKind::RangedGet).probability(0.1))
+        .rule(FaultRule::new(FaultAction::ShortRead).op(OpKind::RangedGet).probability(0.1));
+    let (store, faults) = faulty(&s.bucket, plan);
+    let vfs = open_vfs(&s.root.join("cache"), 1 << 30);
+    vfs.attach_store(store, "c").unwrap();
+    let c = Connection::open_with_flags_and_vfs("/c/main.db", OpenFlags::SQLITE_OPEN_READ_WRITE, vfs.name())
+        .unwrap_or_else(|e| {
+            panic!("{e}: {} {:?}", bcv_core::vfs::last_error(), vfs.store("c").unwrap().meter().snapshot())
+        });
+    assert_eq!(figures(&c), expect);
+    assert!(faults.injected() > 0);
+    assert!(vfs.store("c").unwrap().meter().snapshot().total.retries > 0);
+    drop(c);
+    drop(vfs);
+
+    // A store that keeps failing: the query fails with an I/O error that names the block, and nothing bad is
+    // cached: once the store recovers, the same cache reads correctly.
+    let plan = FaultPlan::new().rule(FaultRule::new(FaultAction::Unavailable).op(OpKind::RangedGet));
+    let (store, faults) = faulty(&s.bucket, plan);
+    let vfs = open_vfs(&s.root.join("cache2"), 1 << 30);
+    vfs.attach_store(store, "c").unwrap();
+    let opened = Connection::open_with_flags_and_vfs("/c/main.db", OpenFlags::SQLITE_OPEN_READ_WRITE, vfs.name());
+    let err = match &opened {
+        Ok(c) => c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0)).unwrap_err(),
+        Err(e) => rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(1), Some(e.to_string())),
+    };
+    assert!(err.to_string().contains("I/O") || err.to_string().contains("disk"), "{err}");
+    let why = bcv_core::vfs::last_error();
+    assert!(why.contains(".bcv") && why.contains("faulty"), "{why}");
+    drop(opened);
+    faults.set_plan(FaultPlan::new());
+    assert_eq!(figures(&connect(&vfs, "c", "main.db")), expect);
+}
+
+#[test]
+fn an_upload_that_fails_keeps_local_changes_and_can_be_retried() {
+    use bcv_core::vfs::store::{FaultAction, FaultPlan, FaultRule, OpKind};
+    let s = setup(65536, 500);
+    let (store, faults) = faulty(&s.bucket, FaultPlan::new());
+    let vfs = open_vfs(&s.root.join("cache"), 1 << 30);
+    vfs.attach_store(store, "c").unwrap();
+    let c = connect(&vfs, "c", "main.db");
+    c.execute("DELETE FROM t WHERE id > 100", []).unwrap();
+    faults.set_plan(
+        FaultPlan::new()
+            .rule(FaultRule::new(FaultAction::Unavailable).op(OpKind::ConditionalPut).object("manifest.bcv")),
+    );
+    let err = vfs.upload("c", &UploadOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("manifest.bcv"), "{err}");
+    assert!(vfs.databases("c").unwrap()[0].has_local_changes);
+    assert_eq!(figures(&c).0, 100);
+    faults.set_plan(FaultPlan::new());
+    vfs.upload("c", &UploadOptions::default()).unwrap();
+    let out = s.root.join("after.db");
+    tools(&s.bucket).download_file("main.db", &out, &|_| {}).unwrap();
+    assert_eq!(figures(&Connection::open(&out).unwrap()).0, 100);
 }

@@ -21,6 +21,11 @@ fn connect(vfs: &BlockVfs) -> Connection {
         .unwrap()
 }
 
+/// The number acknowledged on a child's output line (libtest may print its own text before it on that line).
+fn ack(line: &str) -> Option<&str> {
+    line.find("ACK ").map(|i| &line[i + 4..])
+}
+
 /// The child: insert a row, upload, acknowledge on stdout, forever (until killed).
 #[test]
 fn crash_child() {
@@ -70,7 +75,7 @@ fn killed_writers_lose_nothing_acknowledged() {
         let mut seen = 0;
         while seen < want {
             let line = lines.next().expect("child ended early").unwrap();
-            if let Some(n) = line.strip_prefix("ACK ") {
+            if let Some(n) = ack(&line) {
                 acked = acked.max(n.trim().parse().unwrap());
                 seen += 1;
             }
@@ -80,7 +85,7 @@ fn killed_writers_lose_nothing_acknowledged() {
         child.kill().unwrap();
         child.wait().unwrap();
         for line in lines.map_while(Result::ok) {
-            if let Some(n) = line.strip_prefix("ACK ") {
+            if let Some(n) = ack(&line) {
                 acked = acked.max(n.trim().parse().unwrap());
             }
         }
@@ -103,4 +108,71 @@ fn killed_writers_lose_nothing_acknowledged() {
         assert!(local_max >= acked, "round {round}: cache has up to {local_max}, {acked} was acknowledged");
     }
     assert!(acked >= 48, "the child acknowledged {acked} uploads");
+}
+
+/// The writer of the two-process test: `BCV_TWO_PROC_ROWS` uploads of one row each, acknowledged on stdout.
+#[test]
+fn two_process_writer() {
+    let (Ok(cache), Ok(bucket), Ok(rows)) =
+        (std::env::var("BCV_TWO_CACHE"), std::env::var("BCV_TWO_BUCKET"), std::env::var("BCV_TWO_ROWS"))
+    else {
+        return;
+    };
+    let vfs = open_vfs(Path::new(&cache), "bcvtwowriter");
+    vfs.attach(&bucket, &AttachOptions { alias: Some("c".into()), if_not_attached: true }).unwrap();
+    let c = connect(&vfs);
+    let mut line = String::new();
+    for n in 1..=rows.parse::<i64>().unwrap() {
+        c.execute("INSERT INTO t VALUES (?1, zeroblob(5000))", [n]).unwrap();
+        vfs.upload("c", &UploadOptions::default()).unwrap();
+        println!("ACK {n}");
+        // Wait until the reader has checked this version.
+        line.clear();
+        std::io::stdin().read_line(&mut line).unwrap();
+    }
+}
+
+#[test]
+fn a_reader_process_polls_and_sees_each_upload_of_a_writer_process() {
+    use std::io::Write as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let bucket = tmp.path().join("bucket");
+    let tools =
+        ContainerTools::new(ContainerStore::open(bucket.to_str().unwrap(), &StoreOptions::default()).unwrap(), 4);
+    tools.create(16384, 16, false).unwrap();
+    let seed = tmp.path().join("seed.db");
+    Connection::open(&seed).unwrap().execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);").unwrap();
+    tools.upload_file(&seed, "main.db", &|_| {}).unwrap();
+
+    let reader = open_vfs(&tmp.path().join("cache-reader"), "bcvtworeader");
+    reader
+        .attach(bucket.to_str().unwrap(), &AttachOptions { alias: Some("c".into()), if_not_attached: false })
+        .unwrap();
+    let rc = connect(&reader);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "two_process_writer", "--nocapture", "--test-threads", "1"])
+        .env("BCV_TWO_CACHE", tmp.path().join("cache-writer"))
+        .env("BCV_TWO_BUCKET", &bucket)
+        .env("BCV_TWO_ROWS", "10")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = 0;
+    for line in lines {
+        let line = line.unwrap();
+        let Some(n) = ack(&line) else { continue };
+        let n: i64 = n.trim().parse().unwrap();
+        let report = reader.poll("c").unwrap();
+        assert_eq!(report.updated, vec!["main.db".to_string()]);
+        let count: i64 = rc.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(count, n, "the reader sees exactly the writer's acknowledged uploads");
+        seen += 1;
+        writeln!(stdin, "next").unwrap();
+    }
+    assert!(child.wait().unwrap().success());
+    assert_eq!(seen, 10);
 }

@@ -3,6 +3,7 @@
 
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -12,6 +13,7 @@ use super::container::BlockId;
 use super::runtime::block_on;
 use super::sqlite::locks::{FileLocks, Shm};
 use super::store::ContainerStore;
+use super::tools::Progress;
 use super::{VfsError, VfsResult};
 
 /// The most a read may prefetch beyond what it asked for, within the same block.
@@ -38,6 +40,15 @@ pub(crate) struct Incoming {
     pub(crate) clean: Vec<BlockId>,
     pub(crate) version: u32,
     pub(crate) size: u64,
+}
+
+/// What a prefetch did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PrefetchReport {
+    /// Distinct blocks of the database (now all cached).
+    pub blocks: u64,
+    /// Bytes fetched from the store (0 when everything was cached already).
+    pub bytes_fetched: u64,
 }
 
 /// Sequential-read detection for readahead.
@@ -324,6 +335,53 @@ impl Database {
         }
         block[valid..].fill(0);
         Ok(block)
+    }
+
+    /// Fetches every block of the image the cache lacks, `nrequest` blocks at a time, reporting progress.
+    /// Errors: the first fetch error (blocks fetched before it stay cached).
+    pub(crate) fn prefetch(&self, nrequest: usize, progress: &(dyn Fn(Progress) + Sync)) -> VfsResult<PrefetchReport> {
+        let ids = lock(&self.content).clean.clone();
+        let dirty: std::collections::HashSet<u32> = self.dirty_indexes().into_iter().collect();
+        let mut todo: Vec<BlockId> =
+            ids.iter().enumerate().filter(|(i, _)| !dirty.contains(&(*i as u32))).map(|(_, id)| *id).collect();
+        todo.sort_unstable();
+        todo.dedup();
+        let bs = self.block_size as u64;
+        let total = todo.len() as u64 * bs;
+        let before = self.cache.stats().bytes_fetched;
+        let next = AtomicUsize::new(0);
+        let done = AtomicU64::new(0);
+        let failure: Mutex<Option<VfsError>> = Mutex::new(None);
+        std::thread::scope(|scope| {
+            for _ in 0..nrequest.clamp(1, todo.len().max(1)) {
+                scope.spawn(|| {
+                    let mut block = vec![0u8; bs as usize];
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= todo.len() || lock(&failure).is_some() {
+                            break;
+                        }
+                        let id = todo[i];
+                        let mut fetch = self.fetcher(id);
+                        match self.cache.read_clean(&id, 0, &mut block, 0, &mut fetch) {
+                            Ok(()) => {
+                                let d = done.fetch_add(bs, Ordering::Relaxed) + bs;
+                                progress(Progress { done: d, total });
+                            }
+                            Err(e) => {
+                                lock(&failure).get_or_insert(e);
+                                break;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        if let Some(e) = lock(&failure).take() {
+            return Err(e);
+        }
+        let fetched = self.cache.stats().bytes_fetched - before;
+        Ok(PrefetchReport { blocks: todo.len() as u64, bytes_fetched: fetched })
     }
 
     /// The dirty block indexes.

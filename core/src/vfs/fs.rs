@@ -9,8 +9,10 @@ use std::sync::{Arc, RwLock};
 use super::attached::{Container, DatabaseStatus, PollReport, UploadOptions, UploadReport};
 use super::cache::{BlockCache, CacheStats, CacheUsage, DEFAULT_CACHE_SIZE};
 use super::container::Manifest;
+use super::database::PrefetchReport;
 use super::sqlite::{Registration, VfsShared, platform_vfs};
 use super::store::{ContainerStore, StoreOptions};
+use super::tools::Progress;
 use super::{VfsError, VfsResult};
 
 /// Configuration of a [`BlockVfs`].
@@ -92,7 +94,12 @@ impl BlockVfs {
         let vfs = BlockVfs { _registration: Registration::register(shared.clone())?, shared, cache, config };
         let recorded = vfs.cache.index().containers()?;
         for row in recorded {
-            let store = ContainerStore::open(&row.url, &vfs.config.store)?;
+            // A container attached through `attach_store` has a label, not a URL: it waits for its owner to
+            // attach it again the same way (its cached manifest is then reused).
+            let Ok(store) = ContainerStore::open(&row.url, &vfs.config.store) else {
+                tracing::info!(alias = %row.alias, "recorded container needs attach_store");
+                continue;
+            };
             let container = Container::attach(vfs.cache.clone(), &row.alias, &row.url, store)?;
             vfs.containers_mut().insert(row.alias.clone(), Arc::new(container));
         }
@@ -143,6 +150,33 @@ impl BlockVfs {
         let container = Container::attach(self.cache.clone(), &alias, url, store)?;
         self.containers_mut().insert(alias.clone(), Arc::new(container));
         Ok(alias)
+    }
+
+    /// Attaches a container through a store built by the caller (a [`CustomStore`](super::store::CustomStore),
+    /// a metered or fault-injecting wrapper). The store's label is recorded as its URL; after a restart, attach
+    /// it again the same way to reuse the cached manifest without a request.
+    ///
+    /// Errors: as [`attach`](Self::attach).
+    pub fn attach_store(&self, store: ContainerStore, alias: &str) -> VfsResult<String> {
+        super::attached::validate_db_name(alias)
+            .map_err(|_| VfsError::InvalidArgument(format!("alias {alias:?}: 1 to 127 bytes, without NUL or '/'")))?;
+        if self.shared.container(alias).is_some() {
+            return Err(VfsError::AliasInUse { alias: alias.to_string() });
+        }
+        let label = store.label().to_string();
+        let container = Container::attach(self.cache.clone(), alias, &label, store)?;
+        self.containers_mut().insert(alias.to_string(), Arc::new(container));
+        Ok(alias.to_string())
+    }
+
+    /// Fetches every block of database `db` that the cache lacks, `nrequest` (see [`VfsConfig`]) at a time,
+    /// calling `progress` as blocks arrive. Errors: the first failed fetch (what was fetched stays cached).
+    pub fn prefetch(&self, alias: &str, db: &str, progress: &(dyn Fn(Progress) + Sync)) -> VfsResult<PrefetchReport> {
+        let container = self.container(alias)?;
+        let database = container
+            .database(db)
+            .ok_or_else(|| VfsError::NoSuchDatabase { container: alias.to_string(), database: db.to_string() })?;
+        database.prefetch(self.config.nrequest, progress)
     }
 
     /// Detaches `alias`. Errors: [`VfsError::Busy`] while a connection is open or local changes are not

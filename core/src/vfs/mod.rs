@@ -22,6 +22,7 @@ mod tools;
 
 pub use attached::{DatabaseStatus, KV_OBJECT, MANIFEST_OBJECT, PollReport, UploadOptions, UploadReport};
 pub use cache::{CHUNK_SIZE, CacheStats, CacheUsage, DEFAULT_CACHE_SIZE};
+pub use database::PrefetchReport;
 pub use error::{VfsError, VfsResult};
 pub use fs::{AttachOptions, BlockVfs, VfsConfig};
 pub use sqlite::last_error;
