@@ -382,9 +382,8 @@ fn faulty(
     use bcv_core::vfs::store::{FaultStore, LocalCas};
     let local = std::sync::Arc::new(LocalCas::new(bucket).unwrap());
     let faults = std::sync::Arc::new(FaultStore::new(local, plan));
-    let mut options = StoreOptions::default();
-    options.retry_base_delay = std::time::Duration::from_millis(1);
-    options.retries = 8;
+    let options =
+        StoreOptions { retry_base_delay: std::time::Duration::from_millis(1), retries: 8, ..Default::default() };
     (ContainerStore::from_object_store(faults.clone(), "faulty", &options), faults)
 }
 
