@@ -452,3 +452,22 @@ fn an_upload_that_fails_keeps_local_changes_and_can_be_retried() {
     tools(&s.bucket).download_file("main.db", &out, &|_| {}).unwrap();
     assert_eq!(figures(&Connection::open(&out).unwrap()).0, 100);
 }
+
+#[test]
+fn pragmas_poll_and_upload_from_inside_a_connection() {
+    let s = setup(65536, 300);
+    let writer = open_vfs(&s.root.join("cache-w"), 1 << 30);
+    let reader = open_vfs(&s.root.join("cache-r"), 1 << 30);
+    attach(&writer, &s.bucket);
+    attach(&reader, &s.bucket);
+    let wc = connect(&writer, "c", "main.db");
+    let rc = connect(&reader, "c", "main.db");
+    wc.execute("DELETE FROM t WHERE id > 10", []).unwrap();
+    let up: String = wc.query_row("PRAGMA bcv_upload", [], |r| r.get(0)).unwrap();
+    let up: serde_json::Value = serde_json::from_str(&up).unwrap();
+    assert_eq!(up["databases"][0][0], "main.db", "{up}");
+    let polled: String = rc.query_row("PRAGMA bcv_poll", [], |r| r.get(0)).unwrap();
+    let polled: serde_json::Value = serde_json::from_str(&polled).unwrap();
+    assert_eq!(polled["updated"][0], "main.db", "{polled}");
+    assert_eq!(figures(&rc).0, 10);
+}
