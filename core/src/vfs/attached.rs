@@ -756,15 +756,15 @@ impl Drop for UploadLock {
 /// Checkpoints the WAL of `/alias/name` through the VFS, so the blocks hold every committed change.
 fn checkpoint(vfs_name: &str, alias: &str, name: &str) -> VfsResult<()> {
     let path = format!("/{alias}/{name}");
-    let conn = rusqlite::Connection::open_with_flags_and_vfs(
-        &path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        vfs_name,
-    )
-    .map_err(|e| VfsError::sqlite(format!("open {path} to checkpoint it"), e))?;
-    let busy: i64 = conn
-        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
-        .map_err(|e| VfsError::sqlite(format!("checkpoint {path}"), e))?;
+    let db = super::sqlite::raw::RawDb::open(&path, vfs_name, false)
+        .map_err(|e| VfsError::sqlite(format!("open {path} to checkpoint it"), e))?;
+    let busy = db
+        .query("PRAGMA wal_checkpoint(TRUNCATE)", &[], |r| r.int(0))
+        .map_err(|e| VfsError::sqlite(format!("checkpoint {path}"), e))?
+        .into_iter()
+        .next()
+        .unwrap_or(1);
+    drop(db);
     if busy != 0 {
         return Err(VfsError::Busy {
             what: format!("database {alias}/{name}"),

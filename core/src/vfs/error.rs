@@ -126,7 +126,7 @@ pub enum VfsError {
         context: String,
         /// SQLite's error.
         #[source]
-        source: rusqlite::Error,
+        source: super::sqlite::SqliteError,
     },
     /// No database of that name in the container.
     #[error("container {container}: no database named {database:?}")]
@@ -182,7 +182,7 @@ impl VfsError {
     }
 
     /// Wraps an SQLite error with what bcv was doing.
-    pub fn sqlite(context: impl Into<String>, source: rusqlite::Error) -> Self {
+    pub fn sqlite(context: impl Into<String>, source: super::sqlite::SqliteError) -> Self {
         VfsError::Sqlite { context: context.into(), source }
     }
 

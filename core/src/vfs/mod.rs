@@ -25,7 +25,7 @@ pub use cache::{CHUNK_SIZE, CacheStats, CacheUsage, DEFAULT_CACHE_SIZE};
 pub use database::PrefetchReport;
 pub use error::{VfsError, VfsResult};
 pub use fs::{AttachOptions, BlockVfs, VfsConfig};
-pub use sqlite::last_error;
+pub use sqlite::{SqliteError, last_error};
 pub use tools::{
     CleanupReport, ContainerTools, DEFAULT_BLOCK_SIZE, DEFAULT_NAME_BYTES, DatabaseInfo, Progress, list_of,
 };

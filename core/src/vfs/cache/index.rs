@@ -6,8 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-
+use crate::vfs::sqlite::raw::{RawDb, SqliteError, Value};
 use crate::vfs::{VfsError, VfsResult};
 
 /// The name of the metadata database inside a cache directory.
@@ -85,7 +84,7 @@ pub(crate) struct PendingUploadRow {
 
 /// The open metadata database.
 pub(crate) struct Index {
-    conn: Connection,
+    db: RawDb,
     path: PathBuf,
 }
 
@@ -93,195 +92,201 @@ impl Index {
     /// Opens (creating if needed) `DIR/index.db`.
     pub(crate) fn open(dir: &Path) -> VfsResult<Index> {
         let path = dir.join(INDEX_FILE);
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags_and_vfs(&path, flags, PLATFORM_VFS)
+        let db = RawDb::open(&path.to_string_lossy(), PLATFORM_VFS, true)
             .map_err(|e| VfsError::sqlite(format!("open cache index {}", path.display()), e))?;
-        let index = Index { conn, path };
+        let index = Index { db, path };
         index
-            .conn
-            .execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
-            .and_then(|_| index.conn.execute_batch(SCHEMA))
+            .db
+            .exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;")
+            .and_then(|_| index.db.exec(SCHEMA))
             .map_err(|e| index.err("initialise", e))?;
         Ok(index)
     }
 
-    fn err(&self, what: &str, e: rusqlite::Error) -> VfsError {
+    fn err(&self, what: &str, e: SqliteError) -> VfsError {
         VfsError::sqlite(format!("cache index {}: {what}", self.path.display()), e)
     }
 
     /// Reads a configuration value.
     pub(crate) fn config(&self, key: &str) -> VfsResult<Option<i64>> {
-        self.conn
-            .query_row("SELECT v FROM config WHERE k = ?1", [key], |r| r.get::<_, i64>(0))
-            .optional()
-            .map_err(|e| self.err("read config", e))
+        let rows = self
+            .db
+            .query("SELECT v FROM config WHERE k = ?1", &[Value::Text(key)], |r| r.int(0))
+            .map_err(|e| self.err("read config", e))?;
+        Ok(rows.into_iter().next())
     }
 
     /// Writes a configuration value.
     pub(crate) fn set_config(&self, key: &str, value: i64) -> VfsResult<()> {
-        self.conn
-            .execute("INSERT OR REPLACE INTO config(k, v) VALUES (?1, ?2)", params![key, value])
-            .map(|_| ())
+        self.db
+            .run("INSERT OR REPLACE INTO config(k, v) VALUES (?1, ?2)", &[Value::Text(key), Value::Int(value)])
             .map_err(|e| self.err("write config", e))
     }
 
     /// All slot rows.
     pub(crate) fn slots(&self) -> VfsResult<Vec<SlotRow>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT n, block_id, alias, db, idx, present, used FROM slot ORDER BY n")
-            .map_err(|e| self.err("read slots", e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                let alias: Option<String> = r.get(2)?;
-                let db: Option<String> = r.get(3)?;
-                let idx: Option<i64> = r.get(4)?;
-                let dirty = match (alias, db, idx) {
-                    (Some(a), Some(d), Some(i)) => Some((a, d, i as u32)),
+        self.db
+            .query("SELECT n, block_id, alias, db, idx, present, used FROM slot ORDER BY n", &[], |r| {
+                let dirty = match (r.text(2), r.text(3), r.is_null(4)) {
+                    (Some(a), Some(d), false) => Some((a, d, r.int(4) as u32)),
                     _ => None,
                 };
-                Ok(SlotRow {
-                    n: r.get::<_, i64>(0)? as u32,
-                    block_id: r.get(1)?,
+                SlotRow {
+                    n: r.int(0) as u32,
+                    block_id: r.blob(1),
                     dirty,
-                    present: r.get(5)?,
-                    used: r.get::<_, i64>(6)? as u64,
-                })
+                    present: r.blob(5).unwrap_or_default(),
+                    used: r.int(6) as u64,
+                }
             })
-            .map_err(|e| self.err("read slots", e))?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err("read slots", e))
+            .map_err(|e| self.err("read slots", e))
     }
 
     /// Writes slot rows (`None` owner = free: the row is deleted) in one transaction.
     pub(crate) fn write_slots(&mut self, rows: &[SlotRow]) -> VfsResult<()> {
-        let path = self.path.clone();
-        let err = |e| VfsError::sqlite(format!("cache index {}: write slots", path.display()), e);
-        let tx = self.conn.transaction().map_err(err)?;
-        {
-            let mut put = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO slot(n, block_id, alias, db, idx, present, used)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
-                .map_err(err)?;
-            let mut del = tx.prepare_cached("DELETE FROM slot WHERE n = ?1").map_err(err)?;
+        let result = self.db.exec("BEGIN").and_then(|_| {
             for row in rows {
                 if row.block_id.is_none() && row.dirty.is_none() {
-                    del.execute([row.n]).map_err(err)?;
+                    self.db.run("DELETE FROM slot WHERE n = ?1", &[Value::Int(row.n as i64)])?;
                     continue;
                 }
                 let (alias, db, idx) = match &row.dirty {
-                    Some((a, d, i)) => (Some(a.as_str()), Some(d.as_str()), Some(*i)),
-                    None => (None, None, None),
+                    Some((a, d, i)) => (Value::Text(a), Value::Text(d), Value::Int(*i as i64)),
+                    None => (Value::Null, Value::Null, Value::Null),
                 };
-                put.execute(params![row.n, row.block_id, alias, db, idx, row.present, row.used as i64]).map_err(err)?;
+                let block = match &row.block_id {
+                    Some(b) => Value::Blob(b),
+                    None => Value::Null,
+                };
+                self.db.run(
+                    "INSERT OR REPLACE INTO slot(n, block_id, alias, db, idx, present, used)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    &[
+                        Value::Int(row.n as i64),
+                        block,
+                        alias,
+                        db,
+                        idx,
+                        Value::Blob(&row.present),
+                        Value::Int(row.used as i64),
+                    ],
+                )?;
             }
-        }
-        tx.commit().map_err(err)
+            self.db.exec("COMMIT")
+        });
+        result.map_err(|e| {
+            let _ = self.db.exec("ROLLBACK");
+            self.err("write slots", e)
+        })
     }
 
     /// All attached containers.
     pub(crate) fn containers(&self) -> VfsResult<Vec<ContainerRow>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT alias, url, manifest, version FROM container ORDER BY alias")
-            .map_err(|e| self.err("read containers", e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(ContainerRow { alias: r.get(0)?, url: r.get(1)?, manifest: r.get(2)?, version_json: r.get(3)? })
+        self.db
+            .query("SELECT alias, url, manifest, version FROM container ORDER BY alias", &[], |r| ContainerRow {
+                alias: r.text(0).unwrap_or_default(),
+                url: r.text(1).unwrap_or_default(),
+                manifest: r.blob(2).unwrap_or_default(),
+                version_json: r.text(3).unwrap_or_default(),
             })
-            .map_err(|e| self.err("read containers", e))?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err("read containers", e))
+            .map_err(|e| self.err("read containers", e))
     }
 
     /// Records (or replaces) an attached container's manifest.
     pub(crate) fn put_container(&self, row: &ContainerRow) -> VfsResult<()> {
-        self.conn
-            .execute(
+        self.db
+            .run(
                 "INSERT OR REPLACE INTO container(alias, url, manifest, version) VALUES (?1, ?2, ?3, ?4)",
-                params![row.alias, row.url, row.manifest, row.version_json],
+                &[
+                    Value::Text(&row.alias),
+                    Value::Text(&row.url),
+                    Value::Blob(&row.manifest),
+                    Value::Text(&row.version_json),
+                ],
             )
-            .map(|_| ())
             .map_err(|e| self.err("write container", e))
     }
 
     /// Forgets a container and its local databases.
     pub(crate) fn delete_container(&self, alias: &str) -> VfsResult<()> {
-        self.conn
-            .execute_batch("BEGIN")
-            .and_then(|_| self.conn.execute("DELETE FROM container WHERE alias = ?1", [alias]))
-            .and_then(|_| self.conn.execute("DELETE FROM local_db WHERE alias = ?1", [alias]))
-            .and_then(|_| self.conn.execute("DELETE FROM pending_upload WHERE alias = ?1", [alias]))
-            .and_then(|_| self.conn.execute_batch("COMMIT"))
+        let a = [Value::Text(alias)];
+        self.db
+            .exec("BEGIN")
+            .and_then(|_| self.db.run("DELETE FROM container WHERE alias = ?1", &a))
+            .and_then(|_| self.db.run("DELETE FROM local_db WHERE alias = ?1", &a))
+            .and_then(|_| self.db.run("DELETE FROM pending_upload WHERE alias = ?1", &a))
+            .and_then(|_| self.db.exec("COMMIT"))
             .map_err(|e| {
-                let _ = self.conn.execute_batch("ROLLBACK");
+                let _ = self.db.exec("ROLLBACK");
                 self.err("delete container", e)
             })
     }
 
     /// The local databases of a container.
     pub(crate) fn local_dbs(&self, alias: &str) -> VfsResult<Vec<LocalDbRow>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name, size, base_version FROM local_db WHERE alias = ?1 ORDER BY name")
-            .map_err(|e| self.err("read local databases", e))?;
-        let rows = stmt
-            .query_map([alias], |r| {
-                Ok(LocalDbRow {
-                    name: r.get(0)?,
-                    size: r.get::<_, i64>(1)? as u64,
-                    base_version: r.get::<_, i64>(2)? as u32,
-                })
-            })
-            .map_err(|e| self.err("read local databases", e))?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err("read local databases", e))
+        self.db
+            .query(
+                "SELECT name, size, base_version FROM local_db WHERE alias = ?1 ORDER BY name",
+                &[Value::Text(alias)],
+                |r| LocalDbRow {
+                    name: r.text(0).unwrap_or_default(),
+                    size: r.int(1) as u64,
+                    base_version: r.int(2) as u32,
+                },
+            )
+            .map_err(|e| self.err("read local databases", e))
     }
 
     /// Records a database's local state.
     pub(crate) fn put_local_db(&self, alias: &str, row: &LocalDbRow) -> VfsResult<()> {
-        self.conn
-            .execute(
+        self.db
+            .run(
                 "INSERT OR REPLACE INTO local_db(alias, name, size, base_version) VALUES (?1, ?2, ?3, ?4)",
-                params![alias, row.name, row.size as i64, row.base_version],
+                &[
+                    Value::Text(alias),
+                    Value::Text(&row.name),
+                    Value::Int(row.size as i64),
+                    Value::Int(row.base_version as i64),
+                ],
             )
-            .map(|_| ())
             .map_err(|e| self.err("write local database", e))
     }
 
     /// Forgets a database's local state (it is clean again).
     pub(crate) fn delete_local_db(&self, alias: &str, name: &str) -> VfsResult<()> {
-        self.conn
-            .execute("DELETE FROM local_db WHERE alias = ?1 AND name = ?2", [alias, name])
-            .map(|_| ())
+        self.db
+            .run("DELETE FROM local_db WHERE alias = ?1 AND name = ?2", &[Value::Text(alias), Value::Text(name)])
             .map_err(|e| self.err("delete local database", e))
     }
 
     /// The upload intent of a container, if one was interrupted.
     pub(crate) fn pending_upload(&self, alias: &str) -> VfsResult<Option<PendingUploadRow>> {
-        self.conn
-            .query_row("SELECT manifest, promotions FROM pending_upload WHERE alias = ?1", [alias], |r| {
-                Ok(PendingUploadRow { manifest: r.get(0)?, promotions_json: r.get(1)? })
+        let rows = self
+            .db
+            .query("SELECT manifest, promotions FROM pending_upload WHERE alias = ?1", &[Value::Text(alias)], |r| {
+                PendingUploadRow {
+                    manifest: r.blob(0).unwrap_or_default(),
+                    promotions_json: r.text(1).unwrap_or_default(),
+                }
             })
-            .optional()
-            .map_err(|e| self.err("read pending upload", e))
+            .map_err(|e| self.err("read pending upload", e))?;
+        Ok(rows.into_iter().next())
     }
 
     /// Records an upload intent before its manifest is installed.
     pub(crate) fn put_pending_upload(&self, alias: &str, row: &PendingUploadRow) -> VfsResult<()> {
-        self.conn
-            .execute(
+        self.db
+            .run(
                 "INSERT OR REPLACE INTO pending_upload(alias, manifest, promotions) VALUES (?1, ?2, ?3)",
-                params![alias, row.manifest, row.promotions_json],
+                &[Value::Text(alias), Value::Blob(&row.manifest), Value::Text(&row.promotions_json)],
             )
-            .map(|_| ())
             .map_err(|e| self.err("write pending upload", e))
     }
 
     /// Clears an upload intent.
     pub(crate) fn delete_pending_upload(&self, alias: &str) -> VfsResult<()> {
-        self.conn
-            .execute("DELETE FROM pending_upload WHERE alias = ?1", [alias])
-            .map(|_| ())
+        self.db
+            .run("DELETE FROM pending_upload WHERE alias = ?1", &[Value::Text(alias)])
             .map_err(|e| self.err("delete pending upload", e))
     }
 }

@@ -8,6 +8,9 @@
 
 mod file;
 pub(crate) mod locks;
+pub(crate) mod raw;
+
+pub use raw::SqliteError;
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
