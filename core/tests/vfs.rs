@@ -471,3 +471,86 @@ fn pragmas_poll_and_upload_from_inside_a_connection() {
     assert_eq!(polled["updated"][0], "main.db", "{polled}");
     assert_eq!(figures(&rc).0, 10);
 }
+
+#[test]
+fn prefetch_job_reports_progress_and_finishes() {
+    use bcv_core::vfs::{JobOutcome, JobStatus};
+    let s = setup(65536, 3000);
+    let vfs = open_vfs(&s.root.join("cache"), 1 << 30);
+    attach(&vfs, &s.bucket);
+    let job = vfs.prefetch_start("c", "main.db").unwrap();
+    let outcome = job.wait(None).unwrap().expect("no timeout was given");
+    let JobOutcome::Prefetch(report) = outcome else { panic!("a prefetch job gave {outcome:?}") };
+    assert!(report.blocks > 1);
+    assert_eq!(job.status(), JobStatus::Done);
+    let progress = job.progress();
+    assert_eq!((progress.done, progress.total), (report.blocks * 65536, report.blocks * 65536));
+    // Waiting again gives the same outcome.
+    assert_eq!(job.wait(Some(std::time::Duration::ZERO)).unwrap(), Some(JobOutcome::Prefetch(report)));
+    let store = vfs.store("c").unwrap();
+    store.meter().reset();
+    let c = connect(&vfs, "c", "main.db");
+    assert_eq!(figures(&c), figures(&Connection::open(s.root.join("main.db")).unwrap()));
+    assert_eq!(store.meter().snapshot().total.requests, 0);
+}
+
+#[test]
+fn closing_a_job_or_its_vfs_cancels_it_and_closed_vfs_refuses_calls() {
+    use bcv_core::handle::NodeState;
+    use bcv_core::vfs::JobStatus;
+    use bcv_core::vfs::store::{FaultAction, FaultPlan, FaultRule, OpKind};
+    use std::time::Duration;
+    let s = setup(65536, 3000);
+    // Every block read takes 50 ms and one request runs at a time: a prefetch of ~12 blocks takes long enough
+    // to be cancelled in the middle.
+    let slow =
+        || FaultPlan::new().rule(FaultRule::new(FaultAction::Delay(Duration::from_millis(50))).op(OpKind::RangedGet));
+    let mut config = VfsConfig::new(s.root.join("cache"));
+    config.name = vfs_name();
+    config.nrequest = 1;
+    let vfs = BlockVfs::create(config).unwrap();
+    let (store, _faults) = faulty(&s.bucket, slow());
+    vfs.attach_store(store, "c").unwrap();
+
+    let job = vfs.prefetch_start("c", "main.db").unwrap();
+    while job.progress().done == 0 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    job.cancel();
+    let err = job.wait(None).unwrap_err();
+    assert!(matches!(err, VfsError::Closed(_)), "{err}");
+    assert_eq!(job.status(), JobStatus::Cancelled);
+    assert!(job.progress().done < job.progress().total, "cancelled before the end");
+    job.node().close_and_wait_blocking(Duration::from_secs(10)).unwrap();
+
+    // Closing the VFS cascades to the container and the job; later calls are refused.
+    let job = vfs.prefetch_start("c", "main.db").unwrap();
+    vfs.node().close();
+    assert!(matches!(job.wait(Some(Duration::from_secs(10))), Err(VfsError::Closed(_))));
+    job.node().close_and_wait_blocking(Duration::from_secs(10)).unwrap();
+    assert_eq!(job.node().state(), NodeState::Closed);
+    assert!(matches!(vfs.poll("c"), Err(VfsError::Closed(_))));
+    assert!(matches!(vfs.prefetch_start("c", "main.db"), Err(VfsError::Closed(_))));
+}
+
+#[test]
+fn upload_job_uploads_and_a_released_job_runs_to_the_end() {
+    use bcv_core::vfs::JobOutcome;
+    let s = setup(65536, 3000);
+    let vfs = open_vfs(&s.root.join("cache"), 1 << 30);
+    attach(&vfs, &s.bucket);
+    let c = connect(&vfs, "c", "main.db");
+    c.execute("UPDATE t SET v = 'job' WHERE id <= 10", []).unwrap();
+    drop(c);
+    let job = vfs.upload_start("c", &UploadOptions::default()).unwrap();
+    let Some(JobOutcome::Upload(report)) = job.wait(None).unwrap() else { panic!("not an upload outcome") };
+    assert_eq!(report.databases.len(), 1);
+    assert!(report.blocks_written >= 1);
+    // A job whose handle is dropped at once still finishes: the prefetch fills the cache.
+    drop(vfs.prefetch_start("c", "main.db").unwrap());
+    let reader = open_vfs(&s.root.join("cache2"), 1 << 30);
+    attach(&reader, &s.bucket);
+    let n: i64 =
+        connect(&reader, "c", "main.db").query_row("SELECT count(*) FROM t WHERE v = 'job'", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 10);
+}

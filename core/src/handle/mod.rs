@@ -22,9 +22,11 @@ pub use io::{
     FileSink, HttpFields, HttpHead, HttpServer, IncomingMessage, SelfSigned, TcpListener, TcpSocket, TlsSession,
     self_signed_certificate,
 };
+pub(crate) use node::NodeHooks;
 pub use node::{Node, NodeKind, NodeState};
 pub use reason::{CloseReason, CloseWaitError, Closed, Error, Result, WriteError};
 pub use resource::Resource;
+pub(crate) use resource::TaskResource;
 pub use runtime::{CallbackScope, DiagnosticsSnapshot, Runtime, RuntimeBuilder, ShutdownError};
 pub use scope::Scope;
 pub use stream::{DEFAULT_CAPACITY, ReadStream, StreamEvent, WriteStream, pipe};

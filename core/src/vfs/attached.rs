@@ -12,6 +12,7 @@ use futures::StreamExt;
 use super::cache::{BlockCache, ContainerRow, DirtyKey, PendingUploadRow, lock};
 use super::container::{BlockId, Manifest, julian_ms_from_unix_ms, julian_ms_now};
 use super::database::{Content, Database, Incoming, wal_path};
+use super::job::JobControl;
 use super::runtime::block_on;
 use super::sqlite::locks::{SHM_WRITE_SLOT, ShmHold, new_holder};
 use super::store::{ContainerStore, ObjectVersion};
@@ -346,8 +347,16 @@ impl Container {
     /// Errors: [`VfsError::Busy`] when a write transaction is open; [`VfsError::Conflict`] when a database was
     /// changed by another client since this one's changes started (nothing is lost: revert or keep working);
     /// store errors (nothing is lost either: the dirty blocks stay until an upload succeeds).
-    pub(crate) fn upload(&self, vfs_name: &str, options: &UploadOptions, nrequest: usize) -> VfsResult<UploadReport> {
+    pub(crate) fn upload(
+        &self,
+        vfs_name: &str,
+        options: &UploadOptions,
+        nrequest: usize,
+        control: &JobControl,
+    ) -> VfsResult<UploadReport> {
+        let what = format!("upload of container {}", self.alias);
         let _writer = lock(&self.writer);
+        control.check(&what)?;
         let candidates: Vec<Arc<Database>> =
             lock(&self.databases).values().filter(|db| db.has_local_changes()).cloned().collect();
         let mut report = UploadReport::default();
@@ -425,11 +434,19 @@ impl Container {
         // Blocks first, in parallel; a failure leaves only unreferenced objects (found later by cleanup).
         report.blocks_written = to_write.len() as u64;
         report.bytes_written = to_write.iter().map(|(_, b)| b.len() as u64).sum();
+        control.set_total(report.bytes_written);
         let store = self.store.clone();
-        block_on(async move {
+        block_on(async {
             let mut puts = futures::stream::iter(to_write.into_iter().map(|(id, bytes)| {
                 let store = store.clone();
-                async move { store.put(&id.object_name(), bytes).await.map(|_| ()) }
+                let what = &what;
+                async move {
+                    control.check(what)?;
+                    let len = bytes.len() as u64;
+                    store.put(&id.object_name(), bytes).await?;
+                    control.advance(len);
+                    Ok::<(), VfsError>(())
+                }
             }))
             .buffer_unordered(nrequest.max(1));
             while let Some(result) = puts.next().await {
@@ -437,6 +454,8 @@ impl Container {
             }
             Ok(())
         })?;
+        // The last point where a cancelled upload leaves the container untouched.
+        control.check(&what)?;
         // The manifest, conditionally; re-base on conflicts with other clients' changes to other databases.
         let mut deleted = Vec::new();
         let mut installed = None;

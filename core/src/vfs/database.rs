@@ -3,13 +3,14 @@
 
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
 use super::cache::{BlockCache, DirtyKey, LocalDbRow, lock};
 use super::container::BlockId;
+use super::job::JobControl;
 use super::runtime::block_on;
 use super::sqlite::locks::{FileLocks, Shm};
 use super::store::ContainerStore;
@@ -339,7 +340,12 @@ impl Database {
 
     /// Fetches every block of the image the cache lacks, `nrequest` blocks at a time, reporting progress.
     /// Errors: the first fetch error (blocks fetched before it stay cached).
-    pub(crate) fn prefetch(&self, nrequest: usize, progress: &(dyn Fn(Progress) + Sync)) -> VfsResult<PrefetchReport> {
+    pub(crate) fn prefetch(
+        &self,
+        nrequest: usize,
+        control: &JobControl,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> VfsResult<PrefetchReport> {
         let ids = lock(&self.content).clean.clone();
         let dirty: std::collections::HashSet<u32> = self.dirty_indexes().into_iter().collect();
         let mut todo: Vec<BlockId> =
@@ -348,9 +354,9 @@ impl Database {
         todo.dedup();
         let bs = self.block_size as u64;
         let total = todo.len() as u64 * bs;
+        control.set_total(total);
         let before = self.cache.stats().bytes_fetched;
         let next = AtomicUsize::new(0);
-        let done = AtomicU64::new(0);
         let failure: Mutex<Option<VfsError>> = Mutex::new(None);
         std::thread::scope(|scope| {
             for _ in 0..nrequest.clamp(1, todo.len().max(1)) {
@@ -361,12 +367,15 @@ impl Database {
                         if i >= todo.len() || lock(&failure).is_some() {
                             break;
                         }
+                        if let Err(e) = control.check(&format!("prefetch of {}/{}", self.alias, self.name)) {
+                            lock(&failure).get_or_insert(e);
+                            break;
+                        }
                         let id = todo[i];
                         let mut fetch = self.fetcher(id);
                         match self.cache.read_clean(&id, 0, &mut block, 0, &mut fetch) {
                             Ok(()) => {
-                                let d = done.fetch_add(bs, Ordering::Relaxed) + bs;
-                                progress(Progress { done: d, total });
+                                progress(control.advance(bs));
                             }
                             Err(e) => {
                                 lock(&failure).get_or_insert(e);

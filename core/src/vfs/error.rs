@@ -170,12 +170,20 @@ pub enum VfsError {
     /// The object was closed.
     #[error("{0} is closed")]
     Closed(String),
+    /// A background job failed; the message is its original error's (the original went to its first waiter).
+    #[error("{0}")]
+    Job(String),
     /// The handle runtime refused or timed out (blocking call on a runtime thread, runtime shut down).
     #[error(transparent)]
     Runtime(#[from] crate::handle::Error),
 }
 
 impl VfsError {
+    /// A closed handle-runtime node, as a VFS error.
+    pub(crate) fn node_closed(closed: crate::handle::Closed) -> Self {
+        VfsError::Closed(closed.to_string())
+    }
+
     /// Wraps a local I/O error with the operation and path.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         VfsError::Io { op, path: path.into(), source }

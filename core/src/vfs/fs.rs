@@ -1,22 +1,25 @@
 //! [`BlockVfs`]: a cache directory, the containers attached to it, and the SQLite VFS that serves their
 //! databases as `/ALIAS/DB`.
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use super::attached::{Container, DatabaseStatus, PollReport, UploadOptions, UploadReport};
 use super::cache::{BlockCache, CacheStats, CacheUsage, DEFAULT_CACHE_SIZE};
 use super::container::Manifest;
 use super::database::PrefetchReport;
+use super::job::{JobControl, JobOutcome, JobShared, VfsJob};
 use super::sqlite::{Registration, VfsShared, platform_vfs};
 use super::store::{ContainerStore, StoreOptions};
 use super::tools::Progress;
 use super::{VfsError, VfsResult};
+use crate::handle::{Node, NodeHooks, NodeState, Runtime, TaskResource};
 
 /// Configuration of a [`BlockVfs`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct VfsConfig {
     /// The cache directory (created if missing). One process owns it at a time.
     pub cache_dir: PathBuf,
@@ -28,6 +31,20 @@ pub struct VfsConfig {
     pub nrequest: usize,
     /// Store options (retries, timeouts, auth) for attached containers.
     pub store: StoreOptions,
+    /// The handle runtime the VFS, its containers and its jobs are nodes of. Default: the global one.
+    pub runtime: Option<Runtime>,
+}
+
+impl std::fmt::Debug for VfsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VfsConfig")
+            .field("cache_dir", &self.cache_dir)
+            .field("name", &self.name)
+            .field("cache_size", &self.cache_size)
+            .field("nrequest", &self.nrequest)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
 }
 
 impl VfsConfig {
@@ -39,6 +56,7 @@ impl VfsConfig {
             cache_size: DEFAULT_CACHE_SIZE,
             nrequest: 8,
             store: StoreOptions::default(),
+            runtime: None,
         }
     }
 }
@@ -54,13 +72,32 @@ pub struct AttachOptions {
 
 /// A block-cache VFS: owns a cache directory, attaches containers and registers an SQLite VFS.
 ///
+/// It is a node of the handle runtime (label `"vfs"`); each attached container is a child node
+/// (`"vfs container"`) and each background job a child of its container. `node().close()` ends the VFS:
+/// further calls fail with [`VfsError::Closed`] and running jobs are cancelled; SQLite connections already
+/// open keep working until they are closed (SQLite offers no way to end them from outside).
+///
 /// Dropping it unregisters the VFS; SQLite connections opened through it must be closed first (otherwise its
 /// memory is kept alive for them and a warning is logged). Methods are thread-safe.
 pub struct BlockVfs {
     shared: Arc<VfsShared>,
     cache: Arc<BlockCache>,
     config: VfsConfig,
+    runtime: Runtime,
+    resource: TaskResource,
+    /// Declared before `container_nodes`: the VFS handle goes first, children after (any order is safe).
+    node: Node,
+    container_nodes: Mutex<HashMap<String, (TaskResource, Node)>>,
     _registration: Registration,
+}
+
+/// Cancels a job when its node closes (directly or by cascade from its container or the VFS).
+struct JobHooks(Arc<JobShared>);
+
+impl NodeHooks for JobHooks {
+    fn on_close(&self, _closed: crate::handle::Closed) {
+        self.0.control.cancel();
+    }
 }
 
 impl std::fmt::Debug for BlockVfs {
@@ -91,7 +128,18 @@ impl BlockVfs {
             platform: platform_vfs()?,
             nrequest: config.nrequest.max(1),
         });
-        let vfs = BlockVfs { _registration: Registration::register(shared.clone())?, shared, cache, config };
+        let runtime = config.runtime.clone().unwrap_or_else(|| Runtime::global().clone());
+        let (resource, node) = TaskResource::create(&runtime, "vfs", None).map_err(VfsError::node_closed)?;
+        let vfs = BlockVfs {
+            _registration: Registration::register(shared.clone())?,
+            shared,
+            cache,
+            config,
+            runtime,
+            resource,
+            node,
+            container_nodes: Mutex::new(HashMap::new()),
+        };
         let recorded = vfs.cache.index().containers()?;
         for row in recorded {
             // A container attached through `attach_store` has a label, not a URL: it waits for its owner to
@@ -101,9 +149,64 @@ impl BlockVfs {
                 continue;
             };
             let container = Container::attach(vfs.cache.clone(), &row.alias, &row.url, store)?;
-            vfs.containers_mut().insert(row.alias.clone(), Arc::new(container));
+            vfs.insert_container(container)?;
         }
         Ok(vfs)
+    }
+
+    /// The VFS's node: `close()`, `close_and_wait`, state.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    fn check_open(&self) -> VfsResult<()> {
+        match self.node.state() {
+            NodeState::Open | NodeState::Orphaned => Ok(()),
+            _ => Err(VfsError::Closed(format!("VFS {:?}", self.config.name))),
+        }
+    }
+
+    /// Makes an attached container visible under its alias, with its child node.
+    fn insert_container(&self, container: Container) -> VfsResult<()> {
+        let alias = container.alias.clone();
+        let child = TaskResource::create(&self.runtime, "vfs container", Some(&self.resource.core))
+            .map_err(VfsError::node_closed)?;
+        self.containers_mut().insert(alias.clone(), Arc::new(container));
+        crate::vfs::cache::lock(&self.container_nodes).insert(alias, child);
+        Ok(())
+    }
+
+    /// Starts `work` on its own thread as a job node under the container `alias`.
+    fn start_job(
+        &self,
+        alias: &str,
+        what: String,
+        work: impl FnOnce(&JobControl) -> VfsResult<JobOutcome> + Send + 'static,
+    ) -> VfsResult<VfsJob> {
+        self.check_open()?;
+        let shared = JobShared::new(what);
+        let (resource, node) = {
+            let nodes = crate::vfs::cache::lock(&self.container_nodes);
+            let (parent, _) = nodes.get(alias).ok_or_else(|| VfsError::NoSuchAlias { alias: alias.to_string() })?;
+            TaskResource::create_with(
+                &self.runtime,
+                "vfs job",
+                Some(&parent.core),
+                Some(Box::new(JobHooks(shared.clone()))),
+            )
+            .map_err(VfsError::node_closed)?
+        };
+        let guard = resource.core.begin_op().map_err(VfsError::node_closed)?;
+        let job_shared = shared.clone();
+        std::thread::Builder::new()
+            .name("bcv-vfs-job".into())
+            .spawn(move || {
+                let _guard = guard;
+                let result = work(&job_shared.control);
+                job_shared.finish(result);
+            })
+            .map_err(|e| VfsError::io("spawn a job thread for", self.cache_dir(), e))?;
+        Ok(VfsJob::new(node, shared))
     }
 
     fn containers_mut(&self) -> std::sync::RwLockWriteGuard<'_, std::collections::HashMap<String, Arc<Container>>> {
@@ -111,6 +214,7 @@ impl BlockVfs {
     }
 
     fn container(&self, alias: &str) -> VfsResult<Arc<Container>> {
+        self.check_open()?;
         self.shared.container(alias).ok_or_else(|| VfsError::NoSuchAlias { alias: alias.to_string() })
     }
 
@@ -134,6 +238,7 @@ impl BlockVfs {
     /// Errors: [`VfsError::AliasInUse`]; the store's errors (a missing manifest is `NotFound`: create the
     /// container first); a corrupt manifest; a block size other than the cache's.
     pub fn attach(&self, url: &str, options: &AttachOptions) -> VfsResult<String> {
+        self.check_open()?;
         let alias = match &options.alias {
             Some(a) => a.clone(),
             None => default_alias(url)?,
@@ -148,7 +253,7 @@ impl BlockVfs {
         }
         let store = ContainerStore::open(url, &self.config.store)?;
         let container = Container::attach(self.cache.clone(), &alias, url, store)?;
-        self.containers_mut().insert(alias.clone(), Arc::new(container));
+        self.insert_container(container)?;
         Ok(alias)
     }
 
@@ -158,6 +263,7 @@ impl BlockVfs {
     ///
     /// Errors: as [`attach`](Self::attach).
     pub fn attach_store(&self, store: ContainerStore, alias: &str) -> VfsResult<String> {
+        self.check_open()?;
         super::attached::validate_db_name(alias)
             .map_err(|_| VfsError::InvalidArgument(format!("alias {alias:?}: 1 to 127 bytes, without NUL or '/'")))?;
         if self.shared.container(alias).is_some() {
@@ -165,7 +271,7 @@ impl BlockVfs {
         }
         let label = store.label().to_string();
         let container = Container::attach(self.cache.clone(), alias, &label, store)?;
-        self.containers_mut().insert(alias.to_string(), Arc::new(container));
+        self.insert_container(container)?;
         Ok(alias.to_string())
     }
 
@@ -176,7 +282,32 @@ impl BlockVfs {
         let database = container
             .database(db)
             .ok_or_else(|| VfsError::NoSuchDatabase { container: alias.to_string(), database: db.to_string() })?;
-        database.prefetch(self.config.nrequest, progress)
+        database.prefetch(self.config.nrequest, &JobControl::detached(), progress)
+    }
+
+    /// Starts a prefetch of `db` in the background and returns its job (progress, status, wait, cancel).
+    ///
+    /// Errors: as [`prefetch`](Self::prefetch) for a missing alias or database; the job's own errors come
+    /// from [`VfsJob::wait`].
+    pub fn prefetch_start(&self, alias: &str, db: &str) -> VfsResult<VfsJob> {
+        let container = self.container(alias)?;
+        let database = container
+            .database(db)
+            .ok_or_else(|| VfsError::NoSuchDatabase { container: alias.to_string(), database: db.to_string() })?;
+        let nrequest = self.config.nrequest;
+        self.start_job(alias, format!("prefetch of {alias}/{db}"), move |control| {
+            database.prefetch(nrequest, control, &|_| {}).map(JobOutcome::Prefetch)
+        })
+    }
+
+    /// Starts an upload of `alias` in the background (the same work as [`upload`](Self::upload)) and returns
+    /// its job. Cancelling it before the manifest is sent leaves the container unchanged.
+    pub fn upload_start(&self, alias: &str, options: &UploadOptions) -> VfsResult<VfsJob> {
+        let container = self.container(alias)?;
+        let (name, options, nrequest) = (self.config.name.clone(), options.clone(), self.config.nrequest);
+        self.start_job(alias, format!("upload of container {alias}"), move |control| {
+            container.upload(&name, &options, nrequest, control).map(JobOutcome::Upload)
+        })
     }
 
     /// Detaches `alias`. Errors: [`VfsError::Busy`] while a connection is open or local changes are not
@@ -194,6 +325,9 @@ impl BlockVfs {
         }
         container.forget()?;
         self.containers_mut().remove(alias);
+        if let Some((_, node)) = crate::vfs::cache::lock(&self.container_nodes).remove(alias) {
+            node.close();
+        }
         Ok(())
     }
 
@@ -218,7 +352,7 @@ impl BlockVfs {
 
     /// Uploads the local changes of every database of `alias` in one synchronous call (see [`UploadOptions`]).
     pub fn upload(&self, alias: &str, options: &UploadOptions) -> VfsResult<UploadReport> {
-        self.container(alias)?.upload(&self.config.name, options, self.config.nrequest)
+        self.container(alias)?.upload(&self.config.name, options, self.config.nrequest, &JobControl::detached())
     }
 
     /// Drops local changes of `db` (or of every database of `alias`). Returns the databases reverted.

@@ -15,6 +15,7 @@ pub mod container;
 mod database;
 mod error;
 mod fs;
+mod job;
 mod runtime;
 mod sqlite;
 pub mod store;
@@ -25,6 +26,7 @@ pub use cache::{CHUNK_SIZE, CacheStats, CacheUsage, DEFAULT_CACHE_SIZE};
 pub use database::PrefetchReport;
 pub use error::{VfsError, VfsResult};
 pub use fs::{AttachOptions, BlockVfs, VfsConfig};
+pub use job::{JobOutcome, JobStatus, VfsJob};
 pub use sqlite::{SqliteError, last_error};
 pub use tools::{
     CleanupReport, ContainerTools, DEFAULT_BLOCK_SIZE, DEFAULT_NAME_BYTES, DatabaseInfo, Progress, list_of,

@@ -15,6 +15,7 @@ use crate::vfs::VfsError;
 use crate::vfs::attached::{Container, UploadOptions};
 use crate::vfs::cache::lock;
 use crate::vfs::database::Database;
+use crate::vfs::job::JobControl;
 
 /// The header of every file bcv hands SQLite. For a local file, the platform VFS's own file object follows it.
 #[repr(C)]
@@ -358,7 +359,7 @@ fn pragma(h: &MainHandle, name: &str, _arg: Option<&str>) -> Option<Result<Strin
         "bcv_poll" => Some(h.container.poll().map(|r| serde_json::to_string(&r).unwrap_or_default())),
         "bcv_upload" => Some(
             h.container
-                .upload(&h.vfs_name, &UploadOptions::default(), h.nrequest)
+                .upload(&h.vfs_name, &UploadOptions::default(), h.nrequest, &JobControl::detached())
                 .map(|r| serde_json::to_string(&r).unwrap_or_default()),
         ),
         _ => None,
