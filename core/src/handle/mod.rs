@@ -22,8 +22,8 @@ pub use io::{
     FileSink, HttpFields, HttpHead, HttpServer, IncomingMessage, SelfSigned, TcpListener, TcpSocket, TlsSession,
     self_signed_certificate,
 };
-pub(crate) use node::NodeHooks;
 pub use node::{Node, NodeKind, NodeState};
+pub(crate) use node::{NodeCore, NodeHooks};
 pub use reason::{CloseReason, CloseWaitError, Closed, Error, Result, WriteError};
 pub use resource::Resource;
 pub(crate) use resource::TaskResource;

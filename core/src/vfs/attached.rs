@@ -240,6 +240,11 @@ impl Container {
         lock(&self.state).manifest.clone()
     }
 
+    /// The version (ETag) of the manifest this client holds.
+    pub(crate) fn manifest_version(&self) -> ObjectVersion {
+        lock(&self.state).version.clone()
+    }
+
     /// Status of every database.
     pub(crate) fn status(&self) -> Vec<DatabaseStatus> {
         let st = lock(&self.state);

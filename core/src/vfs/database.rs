@@ -393,6 +393,29 @@ impl Database {
         Ok(PrefetchReport { blocks: todo.len() as u64, bytes_fetched: fetched })
     }
 
+    /// Per block of the image: index, the clean block id it is based on, cached?, dirty?
+    pub(crate) fn block_states(&self) -> Vec<(u32, Option<BlockId>, bool, bool)> {
+        let (clean, size) = {
+            let c = lock(&self.content);
+            (c.clean.clone(), c.size)
+        };
+        let dirty: std::collections::HashSet<u32> = self.dirty_indexes().into_iter().collect();
+        let n = size.div_ceil(self.block_size as u64) as u32;
+        (0..n)
+            .map(|i| {
+                let id = clean.get(i as usize).copied();
+                let is_dirty = dirty.contains(&i);
+                let cached = is_dirty || id.is_some_and(|id| self.cache.has_clean(&id));
+                (i, id, cached, is_dirty)
+            })
+            .collect()
+    }
+
+    /// Blocks of the image present in the cache (dirty ones included).
+    pub(crate) fn cached_blocks(&self) -> u64 {
+        self.block_states().iter().filter(|b| b.2).count() as u64
+    }
+
     /// The dirty block indexes.
     pub(crate) fn dirty_indexes(&self) -> Vec<u32> {
         self.cache.dirty_blocks(&self.alias, &self.name).into_iter().map(|(i, _)| i).collect()

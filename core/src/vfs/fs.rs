@@ -16,7 +16,7 @@ use super::sqlite::{Registration, VfsShared, platform_vfs};
 use super::store::{ContainerStore, StoreOptions};
 use super::tools::Progress;
 use super::{VfsError, VfsResult};
-use crate::handle::{Node, NodeHooks, NodeState, Runtime, TaskResource};
+use crate::handle::{Node, NodeCore, NodeHooks, NodeState, Runtime, TaskResource};
 
 /// Configuration of a [`BlockVfs`].
 #[derive(Clone)]
@@ -152,6 +152,35 @@ impl BlockVfs {
             vfs.insert_container(container)?;
         }
         Ok(vfs)
+    }
+
+    /// The node a connection to `path` hangs under: its container's (`/ALIAS/…`), else the VFS's.
+    pub(crate) fn node_for_path(&self, path: &str) -> VfsResult<Arc<NodeCore>> {
+        self.check_open()?;
+        let alias = path.trim_start_matches('/').split('/').next().unwrap_or("");
+        let nodes = crate::vfs::cache::lock(&self.container_nodes);
+        Ok(nodes.get(alias).map_or_else(|| self.resource.core.clone(), |(r, _)| r.core.clone()))
+    }
+
+    /// The handle runtime the VFS's nodes belong to.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<VfsShared> {
+        &self.shared
+    }
+
+    /// Registers the virtual tables `bcv_container`, `bcv_database`, `bcv_block` and `bcv_kv` on an SQLite
+    /// connection a C program (or any other user of the same SQLite library) opened through this VFS.
+    /// [`Connection`](super::Connection)s register them themselves.
+    ///
+    /// # Safety
+    /// `db` must be an open `sqlite3*` of the SQLite library bcv is linked with.
+    ///
+    /// Errors: [`VfsError::Sqlite`] when SQLite refuses the registration.
+    pub unsafe fn register_vtabs(&self, db: *mut std::ffi::c_void) -> VfsResult<()> {
+        super::sqlite::vtab::register(db.cast(), &self.shared)
     }
 
     /// The VFS's node: `close()`, `close_and_wait`, state.

@@ -11,11 +11,13 @@
 
 mod attached;
 mod cache;
+mod connection;
 pub mod container;
 mod database;
 mod error;
 mod fs;
 mod job;
+mod kv;
 mod runtime;
 mod sqlite;
 pub mod store;
@@ -23,6 +25,7 @@ mod tools;
 
 pub use attached::{DatabaseStatus, KV_OBJECT, MANIFEST_OBJECT, PollReport, UploadOptions, UploadReport};
 pub use cache::{CHUNK_SIZE, CacheStats, CacheUsage, DEFAULT_CACHE_SIZE};
+pub use connection::{ConnectOptions, Connection, Statement, Value};
 pub use database::PrefetchReport;
 pub use error::{VfsError, VfsResult};
 pub use fs::{AttachOptions, BlockVfs, VfsConfig};

@@ -244,6 +244,11 @@ impl BlockCache {
         lock(&self.state).stats
     }
 
+    /// True when clean block `id` has a slot (some or all of its chunks are cached).
+    pub(crate) fn has_clean(&self, id: &BlockId) -> bool {
+        lock(&self.state).clean.contains_key(id)
+    }
+
     /// Occupancy.
     pub(crate) fn usage(&self) -> CacheUsage {
         let st = lock(&self.state);

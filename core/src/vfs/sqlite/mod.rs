@@ -9,6 +9,7 @@
 mod file;
 pub(crate) mod locks;
 pub(crate) mod raw;
+pub(crate) mod vtab;
 
 pub use raw::SqliteError;
 

@@ -36,6 +36,7 @@ unsafe impl Send for RawDb {}
 pub(crate) enum Value<'a> {
     Null,
     Int(i64),
+    Real(f64),
     Blob(&'a [u8]),
     Text(&'a str),
 }
@@ -59,6 +60,53 @@ impl RawDb {
         // SAFETY: an open handle.
         unsafe { ffi::sqlite3_extended_result_codes(db, 1) };
         Ok(raw)
+    }
+
+    /// Opens a private in-memory database (default VFS).
+    pub(crate) fn open_memory() -> Result<RawDb, SqliteError> {
+        let mut db = ptr::null_mut();
+        let flags = ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_CREATE | ffi::SQLITE_OPEN_FULLMUTEX;
+        // SAFETY: a static NUL-terminated name and an out pointer; NULL selects the default VFS.
+        let rc = unsafe { ffi::sqlite3_open_v2(c":memory:".as_ptr(), &mut db, flags, ptr::null()) };
+        let raw = RawDb { db };
+        if rc != ffi::SQLITE_OK {
+            return Err(if db.is_null() { SqliteError::other(rc, "out of memory") } else { raw.error(rc) });
+        }
+        Ok(raw)
+    }
+
+    /// Replaces the (in-memory) main database with the serialized image `image`.
+    pub(crate) fn deserialize(&self, image: &[u8]) -> Result<(), SqliteError> {
+        let n = image.len();
+        // SAFETY: sqlite3_malloc64 returns a buffer SQLite owns (FREEONCLOSE) or NULL; it is filled before use.
+        unsafe {
+            let buf = ffi::sqlite3_malloc64(n.max(1) as u64).cast::<u8>();
+            if buf.is_null() {
+                return Err(SqliteError::other(ffi::SQLITE_NOMEM, "out of memory"));
+            }
+            ptr::copy_nonoverlapping(image.as_ptr(), buf, n);
+            let flags = ffi::SQLITE_DESERIALIZE_FREEONCLOSE | ffi::SQLITE_DESERIALIZE_RESIZEABLE;
+            let rc = ffi::sqlite3_deserialize(self.db, c"main".as_ptr(), buf, n as i64, n as i64, flags);
+            if rc != ffi::SQLITE_OK {
+                return Err(self.error(rc));
+            }
+        }
+        Ok(())
+    }
+
+    /// The main database as one serialized image (the bytes of the database file).
+    pub(crate) fn serialize(&self) -> Result<Vec<u8>, SqliteError> {
+        let mut size: i64 = 0;
+        // SAFETY: an open handle; the returned buffer is ours to free with sqlite3_free, copied first.
+        unsafe {
+            let p = ffi::sqlite3_serialize(self.db, c"main".as_ptr(), &mut size, 0);
+            if p.is_null() {
+                return Err(SqliteError::other(ffi::SQLITE_NOMEM, "sqlite3_serialize returned nothing"));
+            }
+            let bytes = std::slice::from_raw_parts(p, size.max(0) as usize).to_vec();
+            ffi::sqlite3_free(p.cast());
+            Ok(bytes)
+        }
     }
 
     fn error(&self, code: c_int) -> SqliteError {
@@ -135,6 +183,7 @@ impl Stmt<'_> {
                 match v {
                     Value::Null => ffi::sqlite3_bind_null(self.st, i),
                     Value::Int(n) => ffi::sqlite3_bind_int64(self.st, i, *n),
+                    Value::Real(n) => ffi::sqlite3_bind_double(self.st, i, *n),
                     Value::Blob(b) => {
                         ffi::sqlite3_bind_blob(self.st, i, b.as_ptr().cast(), b.len() as c_int, ffi::SQLITE_TRANSIENT())
                     }
@@ -182,6 +231,20 @@ impl Stmt<'_> {
             let p = ffi::sqlite3_column_blob(self.st, i).cast::<u8>();
             let len = ffi::sqlite3_column_bytes(self.st, i).max(0) as usize;
             Some(if p.is_null() { Vec::new() } else { std::slice::from_raw_parts(p, len).to_vec() })
+        }
+    }
+
+    /// Column `i` with its own type.
+    pub(crate) fn value(&self, i: c_int) -> crate::vfs::connection::Value {
+        use crate::vfs::connection::Value as V;
+        // SAFETY: a live statement positioned on a row.
+        match unsafe { ffi::sqlite3_column_type(self.st, i) } {
+            ffi::SQLITE_INTEGER => V::Integer(self.int(i)),
+            // SAFETY: as above.
+            ffi::SQLITE_FLOAT => V::Real(unsafe { ffi::sqlite3_column_double(self.st, i) }),
+            ffi::SQLITE_TEXT => V::Text(self.text(i).unwrap_or_default()),
+            ffi::SQLITE_BLOB => V::Blob(self.blob(i).unwrap_or_default()),
+            _ => V::Null,
         }
     }
 
