@@ -28,3 +28,6 @@ cargo nextest run --release -p bcv-core --test soak --no-capture
 step "Rust: quickstart (the README's main command) in release"
 cargo run -q --release -p bcv-cli -- quickstart
 cargo run -q --release -p bcv-cli -- quickstart-streams
+
+step "Rust: bcv bench vfs on Azurite (checks every result against plain SQLite; prints the figures)"
+bash "$BCV_ROOT/scripts/bench-vfs.sh"

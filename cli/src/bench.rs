@@ -24,6 +24,18 @@ pub struct Args {
     /// MiB pushed through each transformer measurement.
     #[arg(long, default_value_t = 128)]
     pub transform_mib: usize,
+    /// `vfs`: the container URL to use (it is destroyed and re-created); default a temporary directory.
+    #[arg(long, env = "BCV_BENCH_URL")]
+    pub url: Option<String>,
+    /// `vfs`: rows in the benchmark table.
+    #[arg(long, default_value_t = 200_000)]
+    pub rows: i64,
+    /// `vfs`: point queries per warm measurement.
+    #[arg(long, default_value_t = 20_000)]
+    pub point_queries: usize,
+    /// `vfs`: full scans per warm measurement.
+    #[arg(long, default_value_t = 10)]
+    pub scans: usize,
 }
 
 /// Benchmark suites.
@@ -31,16 +43,20 @@ pub struct Args {
 pub enum Suite {
     /// Pipes, handle cost, gzip and AES-GCM streams.
     Streams,
+    /// The block-cache VFS: cold and warm queries against plain SQLite, upload (`--url` picks the store).
+    Vfs,
 }
 
 const CHUNK: usize = 64 * 1024;
 
-struct Figure {
-    name: &'static str,
-    value: f64,
-    unit: &'static str,
-    baseline: Option<(&'static str, f64)>,
-    goal: &'static str,
+/// One measured figure, with the baseline it is compared to when there is one.
+pub(crate) struct Figure {
+    pub(crate) name: &'static str,
+    pub(crate) value: f64,
+    pub(crate) unit: &'static str,
+    /// The baseline's name and value; the ratio printed is `value / baseline` (lower is better for times).
+    pub(crate) baseline: Option<(&'static str, f64)>,
+    pub(crate) goal: &'static str,
 }
 
 fn gbps(bytes: usize, d: Duration) -> f64 {
@@ -200,9 +216,44 @@ fn handle_cost(rt: &Runtime, n: usize) -> Result<(f64, f64)> {
     Ok((pipe_ns, fut_ns))
 }
 
+/// Prints `figures` under `title`, or as a JSON array.
+pub(crate) fn print(title: &str, figures: &[Figure], json: bool) {
+    if json {
+        let rows: Vec<_> = figures
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "name": f.name, "value": f.value, "unit": f.unit, "goal": f.goal,
+                    "baseline": f.baseline.map(|(n, v)| serde_json::json!({"name": n, "value": v})),
+                    "ratio": f.baseline.map(|(_, v)| f.value / v),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+        return;
+    }
+    println!("{title}");
+    for f in figures {
+        match f.baseline {
+            Some((bn, bv)) => println!(
+                "  {:<58} {:>10.2} {:<5} baseline {bn}: {bv:.2} {}  ratio {:.2}x  {}",
+                f.name,
+                f.value,
+                f.unit,
+                f.unit,
+                f.value / bv,
+                f.goal
+            ),
+            None => println!("  {:<58} {:>10.2} {:<5} {}", f.name, f.value, f.unit, f.goal),
+        }
+    }
+}
+
 /// Runs the benchmark and prints its figures.
 pub fn run(args: Args, json: bool) -> Result<()> {
-    let Suite::Streams = args.suite;
+    if let Suite::Vfs = args.suite {
+        return crate::bench_vfs::run(&args, json);
+    }
     if cfg!(debug_assertions) {
         eprintln!("warning: a debug build; run `cargo run --release -p bcv-cli -- bench` for real figures");
     }
@@ -284,38 +335,14 @@ pub fn run(args: Args, json: bool) -> Result<()> {
         goal: ">= 0.9x raw",
     });
 
-    if json {
-        let rows: Vec<_> = figures
-            .iter()
-            .map(|f| {
-                serde_json::json!({
-                    "name": f.name, "value": f.value, "unit": f.unit, "goal": f.goal,
-                    "baseline": f.baseline.map(|(n, v)| serde_json::json!({"name": n, "value": v})),
-                    "ratio": f.baseline.map(|(_, v)| f.value / v),
-                })
-            })
-            .collect();
-        println!("{}", serde_json::Value::Array(rows));
-    } else {
-        println!(
+    print(
+        &format!(
             "bcv bench streams ({} MiB per pipe run, {} MiB per transformer run)",
             args.pipe_mib, args.transform_mib
-        );
-        for f in &figures {
-            match f.baseline {
-                Some((bn, bv)) => println!(
-                    "  {:<58} {:>8.2} {:<4}  baseline {bn}: {bv:.2} {}  ratio {:.2}x  {}",
-                    f.name,
-                    f.value,
-                    f.unit,
-                    f.unit,
-                    f.value / bv,
-                    f.goal
-                ),
-                None => println!("  {:<58} {:>8.2} {:<4}  {}", f.name, f.value, f.unit, f.goal),
-            }
-        }
-    }
+        ),
+        &figures,
+        json,
+    );
     rt.shutdown(Duration::from_secs(5)).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
 }

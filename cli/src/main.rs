@@ -2,6 +2,7 @@
 //! the core's public API, with progress bars for long work and `--json` output for scripts.
 
 mod bench;
+mod bench_vfs;
 mod container;
 mod quickstart;
 mod quickstart_streams;
