@@ -52,9 +52,10 @@ install_if_changed "$lib" "$linkdir/libbcv_all.a"
 
 # SwiftPM does not track a library passed with -L: drop the linked products so they are relinked against
 # this libbcv_all.a (compiled Swift objects stay cached; only the link is redone).
-for scratch in "$CARGO_TARGET_DIR/swift-build" "$CARGO_TARGET_DIR/swift-example-build"; do
+for scratch in "$CARGO_TARGET_DIR/swift-build" "$CARGO_TARGET_DIR/swift-example-build" \
+    "$CARGO_TARGET_DIR/swift-example-vfs-build"; do
     [ -d "$scratch" ] || continue
-    find "$scratch" -path '*/debug/*' \( -name '*.xctest' -o -name 'streams' \) -prune -exec rm -rf {} +
+    find "$scratch" -path '*/debug/*' \( -name '*.xctest' -o -name 'streams' -o -name 'vfs' \) -prune -exec rm -rf {} +
 done
 
 # Paths as the chroot sees them: the repository at /ws, CARGO_TARGET_DIR at /target.
@@ -85,5 +86,8 @@ echo "swift: $executed of $expected tests executed, 0 failures, 0 skipped"
 
 step "Swift: examples/swift/streams (swift run)"
 in_chroot "cd /ws/examples/swift/streams && swift run --scratch-path /target/swift-example-build $link_flags streams" </dev/null
+
+step "Swift: examples/swift/vfs (swift run)"
+in_chroot "cd /ws/examples/swift/vfs && swift run --scratch-path /target/swift-example-vfs-build $link_flags vfs" </dev/null
 
 echo "swift: done in $(( $(date +%s) - start )) s"

@@ -156,6 +156,76 @@ pub enum BcvError {
     /// `CancellationError`). The stream or future is left open and nothing was lost.
     #[error("cancelled")]
     Cancelled,
+    /// Another client changed the container object (manifest, `bcv_kv`) since this client read it. Nothing
+    /// was overwritten and no local change was lost: poll (or revert) and retry.
+    #[error("conflict: {message}")]
+    Conflict {
+        /// Which container and object.
+        message: String,
+    },
+    /// A container, database, alias or object does not exist.
+    #[error("not found: {message}")]
+    NotFound {
+        /// What is missing, and where.
+        message: String,
+    },
+    /// It exists already (an alias in use, a database or container name taken).
+    #[error("already exists: {message}")]
+    Exists {
+        /// What exists.
+        message: String,
+    },
+    /// The object store failed (network, server error, refused credentials), after retries.
+    #[error("storage error: {message}")]
+    Storage {
+        /// The container, object, operation and cause.
+        message: String,
+    },
+    /// The cache directory is owned by another process.
+    #[error("cache busy: {message}")]
+    CacheBusy {
+        /// The directory and its owner.
+        message: String,
+    },
+    /// SQLite reported an error; `code` is its extended result code (e.g. 19 constraint, 517 busy snapshot).
+    #[error("sqlite error {code}: {message}")]
+    Sqlite {
+        /// SQLite's extended result code.
+        code: i32,
+        /// SQLite's message, with the I/O cause behind an SQLITE_IOERR.
+        message: String,
+    },
+}
+
+impl From<bcv_core::vfs::VfsError> for BcvError {
+    fn from(e: bcv_core::vfs::VfsError) -> BcvError {
+        use bcv_core::vfs::VfsError as V;
+        let message = e.to_string();
+        match e {
+            V::Conflict { .. } => BcvError::Conflict { message },
+            V::NotFound { .. } | V::NoSuchDatabase { .. } | V::NoSuchAlias { .. } => BcvError::NotFound { message },
+            V::AlreadyExists { .. } | V::DatabaseExists { .. } | V::AliasInUse { .. } => BcvError::Exists { message },
+            V::Store { .. } | V::ConditionalWritesUnsupported { .. } | V::ShortRead { .. } => {
+                BcvError::Storage { message }
+            }
+            V::Manifest { .. } | V::CorruptBlock { .. } => BcvError::Corrupt { message },
+            V::CacheBusy { .. } => BcvError::CacheBusy { message },
+            V::Busy { .. } => BcvError::Busy { message },
+            V::Io { .. } => BcvError::Io { message },
+            V::Sqlite { source, .. } => {
+                if source.code & 0xff == 5 && source.code >> 8 == 2 {
+                    // SQLITE_BUSY_SNAPSHOT: a bcv_kv commit lost a race.
+                    BcvError::Conflict { message }
+                } else {
+                    BcvError::Sqlite { code: source.code, message }
+                }
+            }
+            V::Config { .. } | V::InvalidArgument(_) => BcvError::InvalidArgument { message },
+            V::Closed(_) => BcvError::Closed { reason: CloseReason::SelfClosed, upstream: None },
+            V::Runtime(inner) => inner.into(),
+            _ => BcvError::Io { message },
+        }
+    }
 }
 
 impl From<core::Closed> for BcvError {

@@ -17,6 +17,7 @@ mod resource;
 mod scope;
 mod stream;
 mod tcp;
+mod vfs;
 
 use bcv_core::handle as core;
 
@@ -32,6 +33,10 @@ pub use stream::{
     PipeEnds, ReadStream, StreamEvent, StreamFailure, StreamHandler, WriteStream, pipe, stream_from_bytes,
 };
 pub use tcp::{TcpListener, TcpSocket, tcp_connect, tcp_listen};
+pub use vfs::{
+    CleanupReport, Container, Database, DatabaseInfo, DatabaseStatus, JobOutcome, JobProgress, JobStatus, PollReport,
+    PrefetchReport, QueryResult, SqlValue, Statement, UploadReport, UploadedDatabase, Vfs, VfsJob,
+};
 
 uniffi::setup_scaffolding!();
 
