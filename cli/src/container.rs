@@ -127,7 +127,10 @@ pub enum Command {
         /// Upload local changes after running the SQL.
         #[arg(long)]
         upload: bool,
-        /// The database.
+        /// Fetch every block of the database into the cache first (with a progress bar).
+        #[arg(long)]
+        prefetch: bool,
+        /// The database. The virtual tables bcv_container, bcv_database, bcv_block and bcv_kv are available.
         database: String,
         /// The SQL.
         sql: String,
@@ -234,13 +237,18 @@ pub fn run(cmd: Command, as_json: bool) -> Result<()> {
             });
             println!("{}", serde_json::to_string_pretty(&value)?);
         }
-        Command::Sql { target, cache, alias, poll, upload, database, sql } => {
+        Command::Sql { target, cache, alias, poll, upload, prefetch, database, sql } => {
             let mut config = VfsConfig::new(&cache);
             config.nrequest = target.nrequest;
             let vfs = BlockVfs::create(config)?;
             let alias = vfs.attach(&target.container, &AttachOptions { alias, if_not_attached: true })?;
             if poll {
                 vfs.poll(&alias)?;
+            }
+            if prefetch {
+                let b = bar(as_json, "prefetch");
+                vfs.prefetch(&alias, &database, &on_progress(&b))?;
+                b.finish_and_clear();
             }
             let rows = {
                 let conn = rusqlite::Connection::open_with_flags_and_vfs(
@@ -249,6 +257,8 @@ pub fn run(cmd: Command, as_json: bool) -> Result<()> {
                     vfs.name(),
                 )
                 .with_context(|| format!("opening {database}: {}", bcv_core::vfs::last_error()))?;
+                // SAFETY: an open connection of the SQLite library bcv-core is linked with (both bundled).
+                unsafe { vfs.register_vtabs(conn.handle().cast())? };
                 run_sql(&conn, &sql).with_context(bcv_core::vfs::last_error)?
             };
             let uploaded = if upload { Some(vfs.upload(&alias, &UploadOptions::default())?) } else { None };
