@@ -2,7 +2,8 @@
 //! runs at the start of every SDK call.
 
 use bcv_core::handle::{CloseWaitError, Closed, Diagnostic, Error, ShutdownError, WriteError, take_pending};
-use pyo3::exceptions::PyOSError;
+use bcv_core::vfs::VfsError;
+use pyo3::exceptions::{PyMemoryError, PyOSError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyModule;
@@ -16,7 +17,7 @@ fn class<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
 }
 
 /// Instantiates `bcv._errors.<name>(*args)` as a `PyErr`; an import failure is returned instead.
-fn make<'py>(py: Python<'py>, name: &str, args: impl pyo3::call::PyCallArgs<'py>) -> PyErr {
+pub(crate) fn make<'py>(py: Python<'py>, name: &str, args: impl pyo3::call::PyCallArgs<'py>) -> PyErr {
     match class(py, name).and_then(|cls| cls.call1(args)) {
         Ok(value) => PyErr::from_value(value),
         Err(e) => e,
@@ -114,4 +115,93 @@ pub(crate) fn enter(py: Python<'_>) -> PyResult<()> {
 /// The error of a call on a handle that was consumed (moved into a transformer or pipe) or released.
 pub(crate) fn consumed(py: Python<'_>) -> PyErr {
     closed_error(py, Closed::new(bcv_core::handle::CloseReason::SelfClosed), None, None)
+}
+
+// SQLite primary result codes (the low byte of an extended code) and the one extended code bcv gives a
+// meaning of its own.
+const SQLITE_ERROR: i32 = 1;
+const SQLITE_INTERNAL: i32 = 2;
+const SQLITE_NOMEM: i32 = 7;
+const SQLITE_NOTFOUND: i32 = 12;
+const SQLITE_CORRUPT: i32 = 11;
+const SQLITE_TOOBIG: i32 = 18;
+const SQLITE_CONSTRAINT: i32 = 19;
+const SQLITE_MISMATCH: i32 = 20;
+const SQLITE_MISUSE: i32 = 21;
+const SQLITE_RANGE: i32 = 25;
+const SQLITE_NOTADB: i32 = 26;
+/// `bcv_kv`'s "changed by another client since this transaction read it" (and WAL's stale snapshot).
+const SQLITE_BUSY_SNAPSHOT: i32 = 5 | (2 << 8);
+
+/// The DB-API exception class of `bcv._errors` for an SQLite result code (the stdlib `sqlite3` module's
+/// table, except that syntax errors and misuse are `ProgrammingError` and a stale snapshot is
+/// `ConflictError`).
+fn sqlite_class(code: i32, message: &str) -> &'static str {
+    if code == SQLITE_BUSY_SNAPSHOT {
+        return "ConflictError";
+    }
+    match code & 0xff {
+        SQLITE_ERROR if is_syntax_error(message) => "ProgrammingError",
+        SQLITE_INTERNAL | SQLITE_NOTFOUND => "InternalError",
+        SQLITE_CORRUPT | SQLITE_NOTADB => "DatabaseError",
+        SQLITE_TOOBIG => "DataError",
+        SQLITE_CONSTRAINT | SQLITE_MISMATCH => "IntegrityError",
+        SQLITE_MISUSE | SQLITE_RANGE => "ProgrammingError",
+        // ERROR (no such table, ...), BUSY, LOCKED, READONLY, INTERRUPT, IOERR, FULL, CANTOPEN, PROTOCOL,
+        // SCHEMA, PERM, ABORT, AUTH and the rest: a problem of the database or its environment.
+        _ => "OperationalError",
+    }
+}
+
+/// SQLite reports SQL it cannot parse as a plain `SQLITE_ERROR`; its messages for that are stable.
+fn is_syntax_error(message: &str) -> bool {
+    ["syntax error", "incomplete input", "unrecognized token"].iter().any(|m| message.contains(m))
+}
+
+/// The DB-API exception for an SQLite error, with `sqlite_errorcode` set to the (extended) result code.
+pub(crate) fn sqlite_error(py: Python<'_>, code: i32, message: &str) -> PyErr {
+    if code & 0xff == SQLITE_NOMEM {
+        return PyMemoryError::new_err(message.to_string());
+    }
+    let err = make(py, sqlite_class(code, message), (message.to_string(),));
+    let _ = err.value(py).setattr("sqlite_errorcode", code);
+    err
+}
+
+/// Converts an error of the block-cache VFS (a `Vfs`, `Container` or `Job` call).
+///
+/// Lost conditional writes are `ConflictError`; a closed VFS or job is `ClosedError` with `reason` (from the
+/// node when known, else `"SELF"`); bad arguments and URLs are `InvalidArgumentError`; local file errors
+/// are `OSError` with the errno; SQLite errors follow [`sqlite_error`]; corrupt manifests and blocks are
+/// `DatabaseError`; everything else (store failures, missing databases or aliases, busy containers) is
+/// `OperationalError`.
+pub(crate) fn vfs_error(py: Python<'_>, error: VfsError, reason: Option<&'static str>) -> PyErr {
+    let text = error.to_string();
+    match error {
+        VfsError::Conflict { .. } => make(py, "ConflictError", (text,)),
+        VfsError::Closed(_) => make(py, "ClosedError", (text, reason.unwrap_or("SELF"))),
+        VfsError::InvalidArgument(m) => make(py, "InvalidArgumentError", (m,)),
+        VfsError::Config { .. } => make(py, "InvalidArgumentError", (text,)),
+        VfsError::Io { op, path, source } => {
+            let message = format!("{op} {}: {}", path.display(), os_message(&source));
+            match source.raw_os_error() {
+                Some(code) => PyOSError::new_err((code, message)),
+                None => PyOSError::new_err(message),
+            }
+        }
+        VfsError::Sqlite { source, .. } => sqlite_error(py, source.code, &text),
+        VfsError::Runtime(e) => to_pyerr(py, e),
+        VfsError::Manifest { .. } | VfsError::CorruptBlock { .. } => make(py, "DatabaseError", (text,)),
+        _ => make(py, "OperationalError", (text,)),
+    }
+}
+
+/// Converts an error of an SQL call (`Connection`/`Statement` of `bcv.dbapi`): SQLite errors carry SQLite's
+/// own message; a closed connection is `ProgrammingError`, as in the stdlib `sqlite3` module.
+pub(crate) fn sql_error(py: Python<'_>, error: VfsError) -> PyErr {
+    match error {
+        VfsError::Sqlite { source, .. } => sqlite_error(py, source.code, &source.message),
+        VfsError::Closed(m) => make(py, "ProgrammingError", (format!("Cannot operate on a closed database ({m})"),)),
+        other => vfs_error(py, other, None),
+    }
 }

@@ -4,6 +4,9 @@
 //! `bcv_core::handle`. Python objects hold one external reference each (drop = release, P1), blocking calls
 //! run with the GIL released, awaitables complete from the bcv runtime's executor, and every call starts by
 //! raising a strict-mode violation queued on its thread.
+//!
+//! The block-cache VFS (`Vfs`, `Job`, `Container`) is in `vfs`; the SQL connection and statement under the
+//! pure-Python DB-API (`bcv/dbapi.py`) in `sql`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,8 +22,10 @@ mod handle;
 mod http;
 mod resource;
 mod scope;
+mod sql;
 mod stream;
 mod tls;
+mod vfs;
 
 use future::{PyFutureReader, PyFutureWriter};
 use http::{PyHttpHead, PyHttpServer, PyIncomingMessage, PyTrailers};
@@ -377,6 +382,11 @@ fn _bcv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyHttpHead>()?;
     m.add_class::<PyIncomingMessage>()?;
     m.add_class::<PyTrailers>()?;
+    m.add_class::<vfs::PyVfs>()?;
+    m.add_class::<vfs::PyJob>()?;
+    m.add_class::<vfs::PyContainer>()?;
+    m.add_class::<sql::PySqlConnection>()?;
+    m.add_class::<sql::PySqlStatement>()?;
     m.add_function(wrap_pyfunction!(pipe, m)?)?;
     m.add_function(wrap_pyfunction!(stream_from_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(read_file, m)?)?;

@@ -118,7 +118,8 @@ impl JobShared {
     pub(crate) fn finish(&self, result: VfsResult<JobOutcome>) {
         let slot = match result {
             Ok(outcome) => Slot::Done(outcome),
-            Err(e) if self.control.is_cancelled() && matches!(e, VfsError::Closed(_)) => Slot::Cancelled(e.to_string()),
+            // Keep the inner text: `wait` wraps it in `VfsError::Closed` again.
+            Err(VfsError::Closed(what)) if self.control.is_cancelled() => Slot::Cancelled(what),
             Err(e) => {
                 let text = e.to_string();
                 Slot::Failed(Some(e), text)

@@ -1,4 +1,5 @@
-"""bcv: byte streams, files, TCP sockets, HTTP/1.1, gzip and AES-GCM transformers with well-defined lifetimes.
+"""bcv: byte streams, files, TCP sockets, HTTP/1.1, gzip and AES-GCM transformers with well-defined lifetimes,
+and a block-cache SQLite VFS for databases stored in cloud containers.
 
 Every object returned by bcv is a *handle* holding one reference to a node of the Rust core:
 
@@ -26,6 +27,14 @@ TLS: ``TcpSocket.start_tls_client(server_name, trusted_roots_pem)`` / ``start_tl
 return a :class:`TlsSession` with plaintext streams; it is a dependent child of the socket (closing the
 socket ends them with ``ClosedError(PARENT)``). A failed handshake raises :class:`AuthenticationError`.
 :func:`self_signed_certificate` makes a ``(cert_pem, key_pem)`` pair for tests.
+
+Block-cache VFS: SQLite databases kept as blocks plus a manifest in a container (a directory, S3, Azure,
+GCS), read lazily through a local cache. :class:`Container` creates containers and uploads or downloads
+database files without a cache; :class:`Vfs` owns a cache directory, attaches containers under aliases and
+serves their databases as ``/ALIAS/DB``; :func:`connect` / :meth:`Vfs.connect` open them through the
+DB-API 2.0 module :mod:`bcv.dbapi` (the stdlib :mod:`sqlite3` cannot use bcv's SQLite). Writes stay local
+until :meth:`Vfs.upload`; :meth:`Vfs.poll` shows other clients' uploads; a lost race raises
+:class:`ConflictError`. Background work is a :class:`Job` (``prefetch_start``, ``upload_start``).
 """
 
 from __future__ import annotations
@@ -36,15 +45,18 @@ import os as _os
 import sys as _sys
 import threading as _threading
 
+from . import dbapi
 from ._bcv import (
     AEAD_KEY_LEN,
     DEFAULT_CAPACITY,
+    Container,
     FileSink,
     FutureReader,
     FutureWriter,
     HttpHead,
     HttpServer,
     IncomingMessage,
+    Job,
     ReadStream,
     Resource,
     Scope,
@@ -52,6 +64,7 @@ from ._bcv import (
     TcpSocket,
     TlsSession,
     Trailers,
+    Vfs,
     WriteStream,
     __version__,
     aead_decrypt,
@@ -88,13 +101,34 @@ from ._errors import (
     BcvError,
     BusyError,
     ClosedError,
+    ConflictError,
     CorruptError,
+    DatabaseError,
+    DataError,
+    Error,
+    IntegrityError,
+    InterfaceError,
+    InternalError,
     InvalidArgumentError,
+    NotSupportedError,
+    OperationalError,
+    ProgrammingError,
     StrictModeViolation,
     TimeoutError,
+    Warning,
     WouldDeadlockError,
 )
 from ._io import ReadStreamIO, WriteStreamIO
+from ._vfs import (
+    CacheStats,
+    CleanupReport,
+    DatabaseInfo,
+    DatabaseStatus,
+    PollReport,
+    PrefetchReport,
+    UploadReport,
+)
+from .dbapi import Binary, apilevel, connect, paramstyle, threadsafety
 
 __all__ = [
     "AEAD_KEY_LEN",
@@ -102,16 +136,35 @@ __all__ = [
     "AlreadyTakenError",
     "AuthenticationError",
     "BcvError",
+    "Binary",
     "BusyError",
+    "CacheStats",
+    "CleanupReport",
     "ClosedError",
+    "ConflictError",
+    "Container",
     "CorruptError",
+    "DataError",
+    "DatabaseError",
+    "DatabaseInfo",
+    "DatabaseStatus",
+    "Error",
     "FileSink",
     "FutureReader",
     "FutureWriter",
     "HttpHead",
     "HttpServer",
     "IncomingMessage",
+    "IntegrityError",
+    "InterfaceError",
+    "InternalError",
     "InvalidArgumentError",
+    "Job",
+    "NotSupportedError",
+    "OperationalError",
+    "PollReport",
+    "PrefetchReport",
+    "ProgrammingError",
     "ReadStream",
     "ReadStreamIO",
     "Resource",
@@ -122,6 +175,9 @@ __all__ = [
     "TimeoutError",
     "TlsSession",
     "Trailers",
+    "UploadReport",
+    "Vfs",
+    "Warning",
     "WouldDeadlockError",
     "WriteStream",
     "WriteStreamIO",
@@ -129,8 +185,11 @@ __all__ = [
     "aead_decrypt",
     "aead_encrypt",
     "ahttp_request",
+    "apilevel",
     "atcp_connect",
     "check",
+    "connect",
+    "dbapi",
     "diagnostics",
     "future",
     "gzip_compress",
@@ -138,6 +197,7 @@ __all__ = [
     "http_request",
     "http_serve",
     "is_shut_down",
+    "paramstyle",
     "pipe",
     "read_file",
     "reaper_flush",
@@ -149,6 +209,7 @@ __all__ = [
     "strict_diagnostics",
     "tcp_connect",
     "tcp_listen",
+    "threadsafety",
     "wait_idle",
     "write_file",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from types import TracebackType
 from typing import (
     Any,
@@ -26,6 +27,8 @@ from typing_extensions import Buffer, Self
 
 from ._errors import BcvError
 from ._io import ReadStreamIO, WriteStreamIO
+from ._vfs import CacheStats, CleanupReport, DatabaseInfo, DatabaseStatus, PollReport, PrefetchReport, UploadReport
+from .dbapi import Connection
 
 __version__: str
 DEFAULT_CAPACITY: int
@@ -250,6 +253,161 @@ class Scope:
     ) -> bool: ...
     def close(self) -> None: ...
     def __len__(self) -> int: ...
+
+# --- Block-cache VFS -------------------------------------------------------------------------------------------
+
+ProgressCallback = Callable[[int, int], object]
+SqlValue = Union[None, int, float, str, bytes]
+
+class Vfs:
+    """A block-cache VFS: a cache directory, the containers attached to it, and an SQLite VFS registered as
+    ``name`` serving their databases as ``/ALIAS/DB``. ``close()`` / ``with`` cancels its jobs, closes its
+    connections, unregisters the name and unlocks the directory; later calls raise ``ClosedError``."""
+
+    def __init__(
+        self,
+        cache_dir: StrPath,
+        *,
+        name: str = "bcv",
+        cache_size: Optional[int] = None,
+        nrequest: int = 8,
+        retries: Optional[int] = None,
+        request_timeout: Optional[float] = None,
+    ) -> None: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def cache_dir(self) -> Path: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def state(self) -> State: ...
+    @property
+    def id(self) -> int: ...
+    def close(self) -> None:
+        """Cancels jobs, closes connections, unregisters the VFS and unlocks the cache directory; idempotent."""
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> bool: ...
+    def attach(self, url: str, alias: Optional[str] = None, if_not_attached: bool = False) -> str:
+        """Attaches the container at ``url``; returns its alias (default: the URL's last component)."""
+    def detach(self, alias: str) -> None:
+        """Detaches ``alias``; ``OperationalError`` while connected or with local changes."""
+    def attached(self) -> List[Tuple[str, str]]:
+        """``(alias, url)`` of every attached container, sorted by alias."""
+    def path(self, alias: str, db: str) -> str:
+        """``"/alias/db"``."""
+    def poll(self, alias: str) -> PollReport:
+        """Fetches the manifest if it changed and makes new versions visible."""
+    def upload(self, alias: str, cleanup_grace: Optional[float] = None) -> UploadReport:
+        """Uploads local changes; ``ConflictError`` if another client changed the same databases first."""
+    def upload_start(self, alias: str, cleanup_grace: Optional[float] = None) -> Job:
+        """``upload`` in the background; ``Job.wait()`` returns the ``UploadReport``."""
+    def prefetch(self, alias: str, db: str, progress: Optional[ProgressCallback] = None) -> PrefetchReport:
+        """Fetches every block of ``db`` the cache lacks; ``progress(done, total)`` in bytes."""
+    def prefetch_start(self, alias: str, db: str) -> Job:
+        """``prefetch`` in the background; ``Job.wait()`` returns the ``PrefetchReport``."""
+    def revert(self, alias: str, db: Optional[str] = None) -> List[str]:
+        """Drops local changes of ``db`` (or of every database); returns the databases reverted."""
+    def copy(self, alias: str, src: str, dst: str) -> None:
+        """Copies database ``src`` to a new database ``dst`` in the container."""
+    def delete(self, alias: str, db: str) -> None:
+        """Deletes database ``db`` from the container."""
+    def databases(self, alias: str) -> List[DatabaseStatus]:
+        """The status of every database of ``alias``."""
+    def manifest(self, alias: str) -> Dict[str, Any]:
+        """The manifest as this client last saw it (the shape of ``Container.manifest()`` without ``etag``)."""
+    def meter(self, alias: str) -> Dict[str, Dict[str, Union[int, float]]]:
+        """Request counters per kind and ``"total"``: requests, bytes_up, bytes_down, errors, retries,
+        estimated_cost."""
+    def cache_stats(self) -> CacheStats:
+        """Cache activity and occupancy."""
+    def connect(
+        self,
+        alias: str,
+        db: str,
+        *,
+        read_only: bool = False,
+        create: bool = True,
+        timeout: float = 5.0,
+        isolation_level: Optional[str] = "DEFERRED",
+    ) -> Connection:
+        """``bcv.connect(self, self.path(alias, db), ...)``: a DB-API connection."""
+    def _open(self, path: str, read_only: bool, create: bool, timeout: float) -> SqlConnection: ...
+
+class Job(_Handle):
+    """A background prefetch or upload. Releasing it does not stop it; ``cancel()`` / ``close()`` does."""
+
+    @property
+    def progress(self) -> Tuple[int, int]:
+        """``(done, total)`` bytes."""
+    @property
+    def status(self) -> Literal["running", "done", "failed", "cancelled"]: ...
+    @property
+    def description(self) -> str: ...
+    def cancel(self) -> None:
+        """Stops the job at its next block; returns at once."""
+    def wait(self, timeout: Optional[float] = None) -> Union[PrefetchReport, UploadReport]:
+        """The job's report; raises its error, ``ClosedError`` if cancelled, ``bcv.TimeoutError`` on timeout."""
+
+class Container:
+    """Operations on one container without a cache."""
+
+    def __init__(
+        self, url: str, *, nrequest: int = 8, retries: Optional[int] = None, request_timeout: Optional[float] = None
+    ) -> None: ...
+    @property
+    def url(self) -> str:
+        """The URL without secrets."""
+    def create(self, block_size: int = 4194304, name_bytes: int = 16, overwrite: bool = False) -> None:
+        """Creates an empty container; ``OperationalError`` if one exists unless ``overwrite``."""
+    def destroy(self) -> int:
+        """Deletes every object, the manifest first; returns how many other objects were deleted."""
+    def list(self) -> List[DatabaseInfo]:
+        """The databases of the container."""
+    def upload_file(self, path: StrPath, name: str, progress: Optional[ProgressCallback] = None) -> int:
+        """Uploads a local SQLite file as database ``name``; returns its version."""
+    def download_file(self, name: str, path: StrPath, progress: Optional[ProgressCallback] = None) -> int:
+        """Downloads database ``name`` to ``path``; returns its size."""
+    def copy(self, src: str, dst: str) -> None: ...
+    def delete(self, name: str) -> None: ...
+    def cleanup(self, grace: float = 3600.0, find_orphans: bool = False) -> CleanupReport:
+        """Deletes garbage blocks older than ``grace`` seconds (and orphans with ``find_orphans``)."""
+    def manifest(self) -> Dict[str, Any]:
+        """``block_size``, ``name_bytes``, ``max_db_id``, ``databases``, ``delete_list``, ``etag``."""
+
+class SqlConnection:
+    """The SQLite connection under a ``bcv.dbapi.Connection`` (internal)."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def vfs(self) -> Vfs: ...
+    def execute_batch(self, sql: str) -> None: ...
+    def prepare(self, sql: str) -> SqlStatement: ...
+    def changes(self) -> int: ...
+    def total_changes(self) -> int: ...
+    def last_insert_rowid(self) -> int: ...
+    def in_transaction(self) -> bool: ...
+    def is_open(self) -> bool: ...
+    def interrupt(self) -> None: ...
+    def close(self) -> None: ...
+
+class SqlStatement:
+    """A prepared statement of a ``SqlConnection`` (internal)."""
+
+    def columns(self) -> List[str]: ...
+    def decltypes(self) -> List[Optional[str]]: ...
+    def parameter_count(self) -> int: ...
+    def parameter_name(self, index: int) -> Optional[str]: ...
+    def readonly(self) -> bool: ...
+    def bind(self, values: Iterable[Any]) -> None: ...
+    def bind_indexed(self, pairs: List[Tuple[int, Any]]) -> None: ...
+    def step(self) -> Optional[Tuple[SqlValue, ...]]: ...
+    def fetch(self, n: int) -> List[Tuple[SqlValue, ...]]: ...
+    def reset(self) -> None: ...
+    def finalize(self) -> None: ...
 
 def pipe(capacity: int = 65536) -> Tuple[WriteStream, ReadStream]: ...
 def stream_from_bytes(data: Buffer) -> ReadStream: ...

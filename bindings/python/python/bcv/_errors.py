@@ -8,6 +8,23 @@ built-in exception so that generic handlers keep working: :class:`ClosedError` i
 Operating-system failures (a file that cannot be opened, a port already in use) are raised as plain
 :class:`OSError` subclasses (``FileNotFoundError``, ``OSError`` with ``errno == EADDRINUSE``, ...), with a
 message naming the path or address.
+
+The block-cache VFS and its DB-API (:mod:`bcv.dbapi`) use the PEP 249 hierarchy, rooted in :class:`BcvError`::
+
+    BcvError
+     +-- Warning
+     +-- Error
+          +-- InterfaceError
+          +-- DatabaseError
+               +-- DataError            (SQLITE_TOOBIG)
+               +-- OperationalError     (busy, locked, I/O, store failures, a missing database or alias, ...)
+               |    +-- ConflictError   (an upload or a bcv_kv commit lost against another client)
+               +-- IntegrityError       (constraint violations)
+               +-- InternalError
+               +-- ProgrammingError     (SQL syntax, misuse, a closed connection or cursor)
+               +-- NotSupportedError
+
+Errors that come from SQLite carry its (extended) result code in ``sqlite_errorcode``.
 """
 
 from __future__ import annotations
@@ -27,6 +44,17 @@ __all__ = [
     "AlreadyTakenError",
     "InvalidArgumentError",
     "StrictModeViolation",
+    "Warning",
+    "Error",
+    "InterfaceError",
+    "DatabaseError",
+    "DataError",
+    "OperationalError",
+    "IntegrityError",
+    "InternalError",
+    "ProgrammingError",
+    "NotSupportedError",
+    "ConflictError",
 ]
 
 
@@ -147,3 +175,61 @@ class StrictModeViolation(BcvError):
 
     def __reduce__(self) -> Any:
         return (type(self), (self.args[0], self.kind, self.node_id, self.node_label, self.creation_backtrace))
+
+
+# --- PEP 249 (DB-API 2.0) exceptions of the block-cache VFS --------------------------------------------------
+
+
+class Warning(BcvError):  # noqa: A001 - the name PEP 249 prescribes
+    """An important warning (PEP 249). bcv does not raise it today; it exists for DB-API compatibility."""
+
+
+class Error(BcvError):
+    """Base class of the DB-API errors (PEP 249): catch it to handle every database error.
+
+    Attributes:
+        sqlite_errorcode: SQLite's extended result code when SQLite reported the error (e.g. 2067 for a
+            UNIQUE constraint, 517 for ``SQLITE_BUSY_SNAPSHOT``); ``None`` otherwise.
+    """
+
+    sqlite_errorcode: Optional[int] = None
+
+
+class InterfaceError(Error):
+    """A misuse of the database interface rather than of the database."""
+
+
+class DatabaseError(Error):
+    """An error of the database: corrupt data, or the base of the more specific classes below."""
+
+
+class DataError(DatabaseError):
+    """A value is out of range or too big (``SQLITE_TOOBIG``)."""
+
+
+class OperationalError(DatabaseError):
+    """The database or its environment failed: busy or locked, an I/O or store error, an interrupted
+    statement, a missing database or container alias, ..."""
+
+
+class IntegrityError(DatabaseError):
+    """A constraint was violated (``UNIQUE``, ``NOT NULL``, ``CHECK``, foreign keys)."""
+
+
+class InternalError(DatabaseError):
+    """SQLite reported an internal error."""
+
+
+class ProgrammingError(DatabaseError):
+    """SQL that does not parse, the wrong number or kind of parameters, or a call on a closed connection
+    or cursor."""
+
+
+class NotSupportedError(DatabaseError):
+    """The operation is not supported."""
+
+
+class ConflictError(OperationalError):
+    """Another client changed the container first: an upload whose databases were changed remotely, or a
+    ``bcv_kv`` transaction whose snapshot is stale (``SQLITE_BUSY_SNAPSHOT``). Nothing was overwritten and
+    nothing local was lost: roll back (or revert), poll, and retry."""
