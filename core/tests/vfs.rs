@@ -554,3 +554,27 @@ fn upload_job_uploads_and_a_released_job_runs_to_the_end() {
         connect(&reader, "c", "main.db").query_row("SELECT count(*) FROM t WHERE v = 'job'", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 10);
 }
+
+#[test]
+fn upload_during_an_open_write_transaction_is_busy_and_uploads_nothing_uncommitted() {
+    for journal in ["DELETE", "WAL"] {
+        let s = setup(65536, 3000);
+        let vfs = open_vfs(&s.root.join("cache"), 1 << 30);
+        attach(&vfs, &s.bucket);
+        let c = connect(&vfs, "c", "main.db");
+        c.execute_batch(&format!("PRAGMA journal_mode={journal}")).unwrap();
+        c.execute("UPDATE t SET v = 'committed' WHERE id = 1", []).unwrap();
+        c.execute_batch("BEGIN; UPDATE t SET v = 'uncommitted' WHERE id <= 3000;").unwrap();
+        let err = vfs.upload("c", &UploadOptions::default()).unwrap_err();
+        assert!(matches!(err, VfsError::Busy { .. }), "{journal}: {err}");
+        c.execute_batch("ROLLBACK").unwrap();
+        vfs.upload("c", &UploadOptions::default()).unwrap();
+        let out = s.root.join("after.db");
+        tools(&s.bucket).download_file("main.db", &out, &|_| {}).unwrap();
+        let plain = Connection::open(&out).unwrap();
+        let v: String = plain.query_row("SELECT v FROM t WHERE id = 1", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, "committed", "{journal}");
+        let n: i64 = plain.query_row("SELECT count(*) FROM t WHERE v = 'uncommitted'", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 0, "{journal}");
+    }
+}
