@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Node binding (bindings/node) and runs its tests. Idempotent; run from anywhere.
 # Respects CARGO_TARGET_DIR. Builds in release (the timing scenarios, T15 among them, measure the real
-# thing); BCV_NODE_RELEASE=0 gives a faster debug build. Exits non-zero on failure.
+# thing); BCV_NODE_RELEASE=0 gives a faster debug build. Starts Azurite (scripts/servers.sh) for the VFS test,
+# then runs the tests and every example in examples/node. Exits non-zero on failure.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,4 +27,18 @@ if [ "${BCV_NODE_RELEASE:-1}" = "1" ]; then
 fi
 npx --no-install "${build_args[@]}"
 
+# Azurite, for the VFS test against a real object store (__test__/vfs.test.mjs reads BCV_TEST_AZURE_VFS_URL).
+# Started here unless an outer script already did; stopped on exit by servers.sh's trap.
+if [ -z "${BCV_TEST_AZURE_VFS_URL:-}" ]; then
+  source "$root/scripts/servers.sh"
+  bcv_start_azurite
+  export BCV_REQUIRE_SERVERS=1
+fi
+
 npm test
+
+# The examples, each runnable on its own.
+for example in "$root"/examples/node/*.mjs; do
+  echo "==> node ${example#"$root"/}"
+  node "$example"
+done

@@ -9,6 +9,41 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** The operations on one container, without a cache. Not constructed from JS: `openContainer` makes it. */
+export declare class ContainerHandle {
+  /** The container as shown in errors: its URL without secrets. */
+  get label(): string
+  /**
+   * Creates an empty container. Rejects with `BCV_ALREADY_EXISTS` unless `overwrite`, and with
+   * `BCV_UNSUPPORTED` for a store without conditional writes.
+   */
+  create(blockSize?: number | undefined | null, nameBytes?: number | undefined | null, overwrite?: boolean | undefined | null): Promise<void>
+  /** Deletes every object of the container (the manifest first): resolves with the objects deleted. */
+  destroy(): Promise<number>
+  /** The databases of the container. */
+  list(): Promise<unknown[]>
+  /** Uploads the local file `path` as database `name`; resolves with its new version. */
+  uploadFile(path: string, name: string, onProgress?: (progress: { done: number, total: number }) => void): Promise<number>
+  /**
+   * Downloads database `name` to the local file `path` (written to a temporary name, then renamed);
+   * resolves with the bytes written.
+   */
+  downloadFile(name: string, path: string, onProgress?: (progress: { done: number, total: number }) => void): Promise<number>
+  /** Copies database `from` to a new database `to`, sharing blocks. */
+  copy(from: string, to: string): Promise<void>
+  /** Deletes database `name` (its blocks go to the delete list). */
+  delete(name: string): Promise<void>
+  /**
+   * Deletes blocks that have waited `graceSeconds` on the delete list, and (with `findOrphans`) block
+   * objects no database references that are as old: the cleanup report.
+   */
+  cleanup(graceSeconds: number, findOrphans: boolean): Promise<unknown>
+  /** The manifest: sizes, databases and the delete list. */
+  manifest(): Promise<unknown>
+  /** The request counters of this container object. */
+  meter(): unknown
+}
+
 /**
  * One external reference to a bcv node (stream end, future end, resource, socket, listener).
  *
@@ -20,7 +55,7 @@ export declare class Handle {
   get id(): number
   /**
    * `'ReadStream' | 'WriteStream' | 'Resource' | 'TcpListener' | 'TcpSocket' | 'FutureReader' | 'FutureWriter'
-   * | 'HttpServer' | 'IncomingMessage' | 'Trailers' | 'TlsSession'`.
+   * | 'HttpServer' | 'IncomingMessage' | 'Trailers' | 'TlsSession' | 'Vfs' | 'Database' | 'VfsJob'`.
    */
   get kind(): string
   /** A short label such as `'pipe reader'` or `'gzip compress'`. */
@@ -36,13 +71,14 @@ export declare class Handle {
   get closeUpstream(): string | null
   /**
    * Forced, cascading close with reason `SELF`: idempotent, returns at once, never throws. Dependent
-   * children end with `Closed{PARENT}`. No-op on a consumed handle.
+   * children end with `Closed{PARENT}`. No-op on a consumed handle. A `Database` is closed by SQLite at
+   * once; a `Vfs` frees its cache directory and name once its databases are closed.
    */
   close(): void
   /**
-   * Closes, then resolves once in-flight operations have returned and OS resources are freed.
-   * Rejects with `BCV_TIMEOUT` after `timeoutMs`, or at once with `BCV_WOULD_DEADLOCK` when called
-   * from this stream's own `onData` callback (T22).
+   * Closes, then resolves once in-flight operations have returned and OS resources are freed (for a
+   * `Vfs`: its cache directory and SQLite name). Rejects with `BCV_TIMEOUT` after `timeoutMs`, or at
+   * once with `BCV_WOULD_DEADLOCK` when called from this stream's own `onData` callback (T22).
    */
   closeAndWait(timeoutMs: number): Promise<void>
   /** Lets this node, and the handles it was taken from, outlive the scope they were created in. */
@@ -140,6 +176,86 @@ export declare class Handle {
    * rejects as `startTlsClient`.
    */
   startTlsServer(certChainPem: Uint8Array, keyPem: Uint8Array): Promise<Handle>
+  /** The SQLite VFS name (`vfs=` in URIs). */
+  vfsName(): string
+  /** The cache directory. */
+  vfsCacheDir(): string
+  /**
+   * Attaches the container at `url` (a directory, `memory://`, `s3://`, `az://`, `gs://`) and returns
+   * its alias (default: the URL's last component). Fetches the manifest unless this cache knows it.
+   * Throws `BCV_ALREADY_EXISTS` (alias taken), `BCV_NOT_FOUND` (no container there), `BCV_IO`.
+   */
+  vfsAttach(url: string, alias?: string | undefined | null, ifNotAttached?: boolean | undefined | null): string
+  /** Detaches `alias`. Throws `BCV_BUSY` while a database of it is open or has local changes. */
+  vfsDetach(alias: string): void
+  /** Fetches the manifest of `alias` if it changed (one conditional GET): the poll report. */
+  vfsPoll(alias: string): unknown
+  /** `vfsPoll` off the JS thread. */
+  vfsPollAsync(alias: string): Promise<unknown>
+  /**
+   * Uploads the local changes of every database of `alias`: the upload report. Throws `BCV_CONFLICT`
+   * when another client changed a database this one changed too (nothing is lost: revert or poll).
+   */
+  vfsUpload(alias: string, cleanupGraceMs?: number | undefined | null): unknown
+  /** `vfsUpload` off the JS thread. */
+  vfsUploadAsync(alias: string, cleanupGraceMs?: number | undefined | null): Promise<unknown>
+  /** Starts fetching every block of `db` the cache lacks, in the background: a `VfsJob` handle. */
+  vfsPrefetchStart(alias: string, db: string): Handle
+  /**
+   * Starts an upload of `alias` in the background: a `VfsJob` handle. Cancelling it before the
+   * manifest is sent leaves the container unchanged.
+   */
+  vfsUploadStart(alias: string, cleanupGraceMs?: number | undefined | null): Handle
+  /** Drops the local changes of `db` (or of every database of `alias`): the databases reverted. */
+  vfsRevert(alias: string, db?: string | undefined | null): Array<string>
+  /** Copies database `from` of `alias` to a new database `to`, sharing blocks (a manifest write). */
+  vfsCopy(alias: string, from: string, to: string): void
+  /** Deletes database `db` of `alias` from the container (a manifest write). */
+  vfsDelete(alias: string, db: string): void
+  /** Status of every database of `alias`. */
+  vfsDatabases(alias: string): unknown
+  /** The manifest of `alias` as this client last saw it. */
+  vfsManifest(alias: string): unknown
+  /** The request counters of the container attached as `alias`. */
+  vfsMeter(alias: string): unknown
+  /** Cache activity counters and occupancy. */
+  vfsCacheStats(): unknown
+  /** The SQLite path of database `db` of `alias`: `/alias/db`. */
+  vfsPath(alias: string, db: string): string
+  /** The attached containers. */
+  vfsAttached(): Array<AttachedContainer>
+  /**
+   * Opens database `path` (`/alias/db`) through this VFS: a `Database` handle, a child of the
+   * container's node. Throws `SQLITE_CANTOPEN` and the like, `BCV_CLOSED` once the VFS is closed.
+   */
+  vfsOpen(path: string, readonly?: boolean | undefined | null, create?: boolean | undefined | null, timeoutMs?: number | undefined | null): Handle
+  /** Runs zero or more `;`-separated statements without parameters (rows are discarded). */
+  dbExec(sql: string): void
+  /** Prepares one statement. */
+  dbPrepare(sql: string): Statement
+  /** True inside an explicit transaction (false once closed). */
+  dbInTransaction(): boolean
+  /** True until the database is closed (by `close()`, or with its VFS or container). */
+  dbIsOpen(): boolean
+  /** True when opened read-only. */
+  dbReadonly(): boolean
+  /** The path the database was opened with. */
+  dbPath(): string
+  /** Makes a running statement fail with `SQLITE_INTERRUPT` (safe from any thread). */
+  dbInterrupt(): void
+  /** What the job does, e.g. `'prefetch of main/db'`. */
+  jobDescription(): string
+  /** Bytes done and to do so far. */
+  jobProgress(): JobProgress
+  /** `'running' | 'done' | 'failed' | 'cancelled'`. */
+  jobStatus(): 'running' | 'done' | 'failed' | 'cancelled'
+  /** Stops the job at its next block (the same as `close()`). */
+  jobCancel(): void
+  /**
+   * Waits (off the JS thread) for the job's report. Rejects with the job's error (the original one on
+   * the first wait), `BCV_CLOSED` once it was cancelled.
+   */
+  jobWait(): Promise<unknown>
 }
 
 /**
@@ -159,6 +275,35 @@ export declare class Scope {
 }
 
 /**
+ * One prepared statement. Finalized when garbage-collected (off the JS thread) or when its database
+ * closes (later calls then throw `BCV_CLOSED`). It keeps its database open while it lives. Not
+ * constructed from JS: `Database.prepare()` makes it.
+ */
+export declare class Statement {
+  /** True when the statement returns rows (a `SELECT`, a `RETURNING` clause, most `PRAGMA`s). */
+  get reader(): boolean
+  /** True when the statement does not write to the database. */
+  get readonly(): boolean
+  /**
+   * Runs the statement to its end: `{ changes, lastInsertRowid }` (`changes` counts the rows this run
+   * inserted, updated or deleted; `lastInsertRowid` is a `BigInt` with `safeIntegers`).
+   */
+  run(params: unknown[], named: object | null, safeIntegers: boolean): RawValue
+  /** The first row, or `undefined` when there is none (the statement is reset afterwards). */
+  get(params: unknown[], named: object | null, mode: number): unknown
+  /** Every row. */
+  all(params: unknown[], named: object | null, mode: number): unknown[]
+  /** Binds the parameters for an iteration driven by `iterNext`. */
+  iterStart(params: unknown[], named: object | null): void
+  /** The next row of the iteration, or `undefined` at its end (the statement is then reset). */
+  iterNext(mode: number): unknown
+  /** Resets the statement (ends an iteration early, releasing its read lock). */
+  reset(): void
+  /** The result columns: `{ name, type }`, `type` being the declared type or `null` for expressions. */
+  columns(): Array<{ name: string, type: string | null }>
+}
+
+/**
  * Decrypts `input` (consumed): `[transformer, output]`. A wrong key or tampering ends the output with
  * `BCV_AUTH`, truncation with `BCV_CLOSED` (`UPSTREAM`) or `BCV_AUTH`; never EOF.
  */
@@ -167,8 +312,26 @@ export declare function aeadDecrypt(input: Handle, key: Uint8Array): [Handle, Ha
 /** Encrypts `input` (consumed) with AES-256-GCM under a 32-byte `key`: `[transformer, output]`. */
 export declare function aeadEncrypt(input: Handle, key: Uint8Array): [Handle, Handle]
 
+/** A container attached to a VFS. */
+export interface AttachedContainer {
+  /** The alias (the first component of database paths). */
+  alias: string
+  /** The container URL as given to `attach`. */
+  url: string
+}
+
 /** Marks the `onData` delivery `token` as settled, letting the next chunk through. */
 export declare function callbackDone(token: number): void
+
+/** Options of `openContainer`. */
+export interface ContainerOptions {
+  /** Parallel requests for uploads, downloads and deletes; default 8. */
+  nrequest?: number
+  /** Retries after a transient store failure; default 4. */
+  retries?: number
+  /** Time limit of one store request in milliseconds; default 30000. */
+  requestTimeoutMs?: number
+}
 
 /** The runtime's live-node count, creations and strict-mode counters. */
 export declare function diagnostics(): Diagnostics
@@ -231,6 +394,27 @@ export declare function httpServe(host: string, port: number): Handle
  * Called once by `lib/index.js` per env (main thread or worker).
  */
 export declare function init(errorFactory: (arg?: unknown) => unknown): void
+
+/** A job's progress in bytes (the total is known once the job has listed its blocks). */
+export interface JobProgress {
+  /** Bytes done. */
+  done: number
+  /** Bytes in all. */
+  total: number
+}
+
+/**
+ * Opens the container at `url` (a directory, `memory://NAME`, `s3://`, `az://`, `gs://`) for the tools;
+ * no request is made. Throws `BCV_INVALID_ARGUMENT` for a bad URL or option, `BCV_IO`.
+ */
+export declare function openContainer(url: string, options?: ContainerOptions | undefined | null): ContainerHandle
+
+/**
+ * Creates a block-cache VFS on `options.cacheDir` and registers it in bcv's SQLite. Containers attached
+ * in an earlier run are attached again without a request. Throws `BCV_BUSY` when another process (or
+ * another VFS here) owns the directory, `BCV_INVALID_ARGUMENT` when the name is taken, `BCV_IO`.
+ */
+export declare function openVfs(options: VfsOptions): Handle
 
 /**
  * Creates a pipe with a buffer of `capacity` bytes (default 64 KiB): `[writer, reader]`.
@@ -308,6 +492,22 @@ export declare function tcpConnect(host: string, port: number): Promise<Handle>
 
 /** Binds a TCP listener on `host:port` (port 0 picks a free port). Throws `BCV_IO` naming the address. */
 export declare function tcpListen(host: string, port: number): Handle
+
+/** Options of `openVfs`. */
+export interface VfsOptions {
+  /** The cache directory (created if missing); one process owns it at a time. */
+  cacheDir: string
+  /** The name the VFS is registered under in SQLite; default `'bcv'`. Unique per process. */
+  name?: string
+  /** The cache size limit in bytes; default 1 GiB. */
+  cacheSize?: number
+  /** Parallel requests for uploads and prefetch; default 8. */
+  nrequest?: number
+  /** Retries after a transient store failure; default 4. */
+  retries?: number
+  /** Time limit of one store request in milliseconds; default 30000. */
+  requestTimeoutMs?: number
+}
 
 /** Resolves with the live-node count once it is 0 or `timeoutMs` passed (after flushing the reaper). */
 export declare function waitIdle(timeoutMs: number): Promise<number>

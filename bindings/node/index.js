@@ -835,8 +835,10 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.ContainerHandle = nativeBinding.ContainerHandle
 module.exports.Handle = nativeBinding.Handle
 module.exports.Scope = nativeBinding.Scope
+module.exports.Statement = nativeBinding.Statement
 module.exports.aeadDecrypt = nativeBinding.aeadDecrypt
 module.exports.aeadEncrypt = nativeBinding.aeadEncrypt
 module.exports.callbackDone = nativeBinding.callbackDone
@@ -848,6 +850,8 @@ module.exports.gzipDecompress = nativeBinding.gzipDecompress
 module.exports.httpRequest = nativeBinding.httpRequest
 module.exports.httpServe = nativeBinding.httpServe
 module.exports.init = nativeBinding.init
+module.exports.openContainer = nativeBinding.openContainer
+module.exports.openVfs = nativeBinding.openVfs
 module.exports.pipe = nativeBinding.pipe
 module.exports.readFile = nativeBinding.readFile
 module.exports.reaperFlush = nativeBinding.reaperFlush

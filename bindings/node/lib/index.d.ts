@@ -7,7 +7,8 @@
  * - `close()` is the forced, cascading end (idempotent, never throws); `closeAndWait()` also waits for
  *   quiescence. `[Symbol.dispose]` → `close()`, `[Symbol.asyncDispose]` → `closeAndWait()`.
  * - `read()` resolves `null` only at a clean EOF; anything cut short rejects with `ClosedError`.
- * - Nothing blocks the JS thread.
+ * - Nothing blocks the JS thread (except the synchronous SQL API and the VFS calls without `Async`, by design).
+ * - The block-cache VFS: `Vfs`, `Database`/`Statement` (better-sqlite3 style), `Job`, `Container`.
  */
 
 import type { Readable, Writable } from 'node:stream';
@@ -41,12 +42,20 @@ export type BcvErrorCode =
   | 'BCV_CORRUPT'
   | 'BCV_STRICT'
   | 'BCV_SHUTDOWN_TIMEOUT'
-  | 'BCV_INTERNAL';
+  | 'BCV_INTERNAL'
+  | 'BCV_CONFLICT'
+  | 'BCV_NOT_FOUND'
+  | 'BCV_ALREADY_EXISTS'
+  | 'BCV_UNSUPPORTED'
+  | 'BCV_JOB_FAILED';
+
+/** SQLite's name of a result code, e.g. `'SQLITE_CONSTRAINT_UNIQUE'`, `'SQLITE_BUSY'`. */
+export type SqliteErrorCode = `SQLITE_${string}`;
 
 /** Base class of every error bcv raises. */
 export declare class BcvError extends Error {
-  constructor(message: string, code?: BcvErrorCode, details?: object);
-  readonly code: BcvErrorCode;
+  constructor(message: string, code?: BcvErrorCode | SqliteErrorCode, details?: object);
+  readonly code: BcvErrorCode | SqliteErrorCode;
   /** OS error number for `BCV_IO`, when known. */
   readonly errno?: number;
 }
@@ -83,6 +92,29 @@ export declare class StrictModeViolation extends BcvError {
   readonly nodeId: number;
   readonly nodeLabel: string;
   readonly creationBacktrace?: string;
+}
+
+/** SQLite reported an error; the message is SQLite's. */
+export declare class SqliteError extends BcvError {
+  /** SQLite's name of the (extended) result code. */
+  readonly code: SqliteErrorCode;
+  /** The numeric extended result code (e.g. 2067 for `SQLITE_CONSTRAINT_UNIQUE`). */
+  readonly errcode: number;
+  /** The same as `code`. */
+  readonly sqliteCode: SqliteErrorCode;
+}
+/**
+ * A lost conditional write: another client changed the container since this one read it. From `upload()`:
+ * a database changed here was changed there too (nothing is lost: `revert()` it, or poll and write again).
+ * From SQL (`errcode` 517, `SQLITE_BUSY_SNAPSHOT`): a `bcv_kv` commit or a write on a stale WAL snapshot;
+ * the transaction changed nothing: read again and retry.
+ */
+export declare class ConflictError extends BcvError {
+  readonly code: 'BCV_CONFLICT';
+  /** 517 when the conflict was reported by SQLite. */
+  readonly errcode?: number;
+  /** `'SQLITE_BUSY_SNAPSHOT'` when the conflict was reported by SQLite. */
+  readonly sqliteCode?: SqliteErrorCode;
 }
 
 export interface CloseAndWaitOptions {
@@ -382,3 +414,376 @@ export declare function reaperFlush(): Promise<void>;
 export declare function waitIdle(timeoutMs?: number): Promise<number>;
 /** Opens an ownership scope on this thread (use with `using`). */
 export declare function scope(): Scope;
+
+// ---------------------------------------------------------------------------------------------------
+// Block-cache VFS
+
+/** Options of `new Vfs()`. */
+export interface VfsOptions {
+  /** The cache directory (created if missing). One process, and one `Vfs`, owns it at a time. */
+  cacheDir: string;
+  /** The name the VFS is registered under in bcv's SQLite (default `'bcv'`); unique in the process. */
+  name?: string;
+  /** The cache size limit in bytes (default 1 GiB); clean blocks are evicted beyond it. */
+  cacheSize?: number;
+  /** Parallel requests for uploads and prefetch (default 8). */
+  nrequest?: number;
+  /** Retries after a transient store failure (default 4). */
+  retries?: number;
+  /** Time limit of one store request in milliseconds (default 30000). */
+  requestTimeoutMs?: number;
+}
+
+export interface AttachOptions {
+  /** The alias, the first component of database paths (default: the URL's last component). */
+  alias?: string;
+  /** Attaching the same URL under the same alias again is a no-op instead of `BCV_ALREADY_EXISTS`. */
+  ifNotAttached?: boolean;
+}
+
+export interface UploadOptions {
+  /** Also delete garbage blocks that have been on the delete list at least this long. */
+  cleanupGraceMs?: number;
+}
+
+/** What a poll changed. */
+export interface PollReport {
+  /** True when the container's manifest had changed. */
+  manifestChanged: boolean;
+  /** Databases whose new version is now visible (to open transactions once they end). */
+  updated: string[];
+  /** Databases new in the container. */
+  added: string[];
+  /** Databases deleted from the container. */
+  removed: string[];
+  /** Databases changed remotely that have local changes too: their upload fails until reverted. */
+  conflicts: string[];
+}
+
+/** What an upload did. */
+export interface UploadReport {
+  /** Databases uploaded, with their new version. */
+  databases: Array<[name: string, version: number]>;
+  /** Block objects written. */
+  blocksWritten: number;
+  /** Bytes written in block objects. */
+  bytesWritten: number;
+  /** Blocks the container already had (same content), not written again. */
+  blocksDeduplicated: number;
+  /** Garbage blocks deleted (`cleanupGraceMs`). */
+  blocksDeleted: number;
+  /** Times the upload re-based onto a manifest another client installed meanwhile. */
+  rebases: number;
+}
+
+/** What a prefetch did. */
+export interface PrefetchReport {
+  /** Distinct blocks of the database (now all cached). */
+  blocks: number;
+  /** Bytes fetched (0 when everything was cached already). */
+  bytesFetched: number;
+}
+
+/** Status of one database of an attached container. */
+export interface DatabaseStatus {
+  name: string;
+  /** Its id in the manifest (0 while it exists only locally). */
+  id: number;
+  /** The version the local image is based on. */
+  version: number;
+  /** Image size in bytes. */
+  size: number;
+  blocks: number;
+  /** Blocks written locally and not uploaded. */
+  dirtyBlocks: number;
+  /** True when there is something to upload. */
+  hasLocalChanges: boolean;
+  /** Open SQLite file handles. */
+  openHandles: number;
+}
+
+/** A database as listed in a manifest. */
+export interface DatabaseInfo {
+  name: string;
+  /** Its id in the manifest. */
+  id: number;
+  /** Uploads so far. */
+  version: number;
+  /** The id of the database it shares blocks with as a diff (0: none). */
+  parent: number;
+  blocks: number;
+  /** Image size in bytes (blocks × block size). */
+  size: number;
+}
+
+/** A manifest as plain data. */
+export interface ManifestInfo {
+  blockSize: number;
+  /** Length of block ids in bytes. */
+  nameBytes: number;
+  maxDbId: number;
+  databases: DatabaseInfo[];
+  /** Blocks waiting for cleanup: id (hex) and when they were listed (Julian-day milliseconds, as CBS). */
+  deleteList: Array<{ block: string; timestampMs: number }>;
+}
+
+/** Request counters of one kind, with an estimated cost. */
+export interface MeterCounters {
+  /** Requests sent (retries included). */
+  requests: number;
+  bytesUp: number;
+  bytesDown: number;
+  /** Attempts that failed (not-found and lost conditions included). */
+  errors: number;
+  retries: number;
+  /** US dollars, from an illustrative price table. */
+  estimatedCost: number;
+}
+
+/** The request counters of a container. */
+export interface MeterSnapshot {
+  kinds: {
+    get: MeterCounters;
+    rangedGet: MeterCounters;
+    head: MeterCounters;
+    put: MeterCounters;
+    conditionalPut: MeterCounters;
+    delete: MeterCounters;
+    list: MeterCounters;
+  };
+  total: MeterCounters;
+}
+
+/** Cache activity and occupancy. */
+export interface CacheStats {
+  /** Reads served from the cache. */
+  hits: number;
+  /** Reads that needed a fetch. */
+  misses: number;
+  bytesFetched: number;
+  evictions: number;
+  /** Slots holding (part of) a clean block. */
+  cleanSlots: number;
+  /** Slots holding a block written locally. */
+  dirtySlots: number;
+  /** The slot size (the containers' block size). */
+  blockSize: number;
+  /** The configured limit in bytes. */
+  capacity: number;
+}
+
+/**
+ * A block-cache VFS: a cache directory registered as an SQLite VFS in bcv's own SQLite (better-sqlite3 and
+ * `node:sqlite` embed their own SQLite and cannot see it: open databases with `open()`), with containers
+ * attached under aliases. Database paths are `/alias/db`.
+ *
+ * `close()` closes its databases (`ClosedError('PARENT')`) and cancels its jobs, then frees the cache
+ * directory and the name once they are closed; `closeAndWait()` resolves when that happened. Released
+ * (garbage-collected) first, it keeps working for the databases opened through it.
+ */
+export declare class Vfs extends Handle {
+  /** Throws `BcvError`: `BCV_BUSY` (cache directory owned elsewhere), `BCV_INVALID_ARGUMENT` (name taken), `BCV_IO`. */
+  constructor(options: VfsOptions);
+  /** The SQLite VFS name. */
+  readonly name: string;
+  readonly cacheDir: string;
+  /**
+   * Attaches a container: a directory path, `memory://NAME`, `s3://…`, `az://…` or `gs://…`. Fetches its
+   * manifest unless this cache knows it. Returns the alias. Throws `BCV_ALREADY_EXISTS`, `BCV_NOT_FOUND`, `BCV_IO`.
+   */
+  attach(url: string, options?: AttachOptions): string;
+  /** Throws `BCV_BUSY` while a database of it is open or has changes not uploaded. */
+  detach(alias: string): void;
+  /** Makes other clients' uploads visible (one conditional request). Blocks the JS thread; see `pollAsync`. */
+  poll(alias: string): PollReport;
+  /** `poll()` off the JS thread. */
+  pollAsync(alias: string): Promise<PollReport>;
+  /**
+   * Uploads the local changes of every database of the container. Blocks the JS thread; see `uploadAsync`.
+   * Throws `ConflictError` when another client changed a database changed here too (nothing is lost).
+   */
+  upload(alias: string, options?: UploadOptions): UploadReport;
+  /** `upload()` off the JS thread. */
+  uploadAsync(alias: string, options?: UploadOptions): Promise<UploadReport>;
+  /** Fetches every block of `db` the cache lacks, in the background. */
+  prefetchStart(alias: string, db: string): Job<PrefetchReport>;
+  /** Uploads in the background; cancelled before the manifest is sent, it leaves the container unchanged. */
+  uploadStart(alias: string, options?: UploadOptions): Job<UploadReport>;
+  /** Drops the local changes of `db` (or of every database of the container); returns those reverted. */
+  revert(alias: string, db?: string): string[];
+  /** Copies database `from` to a new database `to`, sharing blocks (writes the manifest). */
+  copy(alias: string, from: string, to: string): void;
+  /** Deletes a database from the container (writes the manifest). */
+  delete(alias: string, db: string): void;
+  /** Status of every database of the container. */
+  databases(alias: string): DatabaseStatus[];
+  /** The manifest as this client last saw it. */
+  manifest(alias: string): ManifestInfo;
+  /** The container's request counters. */
+  meter(alias: string): MeterSnapshot;
+  cacheStats(): CacheStats;
+  /** `/alias/db`. */
+  path(alias: string, db: string): string;
+  attached(): Array<{ alias: string; url: string }>;
+  /** Opens a database: the same as `new Database(vfs, path, options)`. */
+  open(path: string, options?: DatabaseOptions): Database;
+}
+
+export interface DatabaseOptions {
+  /** Open read-only (default false). */
+  readonly?: boolean;
+  /** Create the database (locally, until uploaded) if it does not exist (default true). */
+  create?: boolean;
+  /** How long to wait for a lock held by another connection before `SQLITE_BUSY` (default 5000 ms). */
+  timeoutMs?: number;
+  /** Integers as `BigInt` in the statements it prepares (default false; see `defaultSafeIntegers`). */
+  safeIntegers?: boolean;
+}
+
+/** A value SQLite can store, as bound: `null`/`undefined` → NULL, booleans → 0/1, `Uint8Array`/`ArrayBuffer` → BLOB. */
+export type SqlValue = null | undefined | number | bigint | string | boolean | Uint8Array | ArrayBuffer;
+/** Parameters: values in order (arrays are spread) and at most one object of named values (`:a`, `@a`, `$a` → `a`). */
+export type BindParameters = Array<SqlValue | SqlValue[] | Record<string, SqlValue>>;
+
+/** The result of `Statement.run()`. */
+export interface RunResult {
+  /** Rows this run inserted, updated or deleted. */
+  changes: number;
+  /** The rowid of the last insert (a `BigInt` with `safeIntegers`). */
+  lastInsertRowid: number | bigint;
+}
+
+/** A transaction function made by `Database.transaction()`. */
+export type Transaction<F extends (...args: any[]) => any> = F & {
+  /** `BEGIN DEFERRED` (the default). */
+  deferred: F;
+  /** `BEGIN IMMEDIATE`. */
+  immediate: F;
+  /** `BEGIN EXCLUSIVE`. */
+  exclusive: F;
+};
+
+/**
+ * An SQLite connection to a database of a `Vfs`, with the synchronous API of better-sqlite3. Closing its
+ * `Vfs` (or detaching the container) closes it; calls then throw `ClosedError` (`reason` `'PARENT'`).
+ * Read values: INTEGER → number (`BigInt` with safe integers), REAL → number, TEXT → string, BLOB → `Buffer`,
+ * NULL → `null`.
+ */
+export declare class Database extends Handle {
+  /** Throws `SqliteError` (e.g. `SQLITE_CANTOPEN`), `ClosedError` when the VFS is closed. */
+  constructor(vfs: Vfs, path: string, options?: DatabaseOptions);
+  /** The path it was opened with. */
+  readonly name: string;
+  readonly vfs: Vfs;
+  /** True until closed. */
+  readonly open: boolean;
+  readonly readonly: boolean;
+  /** Always false. */
+  readonly memory: boolean;
+  readonly inTransaction: boolean;
+  /** Runs one or more statements without parameters. Throws `SqliteError`, `ConflictError`. */
+  exec(sql: string): this;
+  /** Prepares one statement (several: use `exec`). Throws `SqliteError`. */
+  prepare<Row = any>(sql: string): Statement<Row>;
+  /**
+   * Wraps `fn` in `BEGIN`…`COMMIT`; a throw rolls back and is re-thrown. Nested calls use savepoints. `fn`
+   * must not return a promise.
+   */
+  transaction<F extends (...args: any[]) => any>(fn: F): Transaction<F>;
+  /** `PRAGMA source`: every row, or the first value with `{ simple: true }`. */
+  pragma(source: string, options?: { simple?: boolean }): unknown;
+  /** Integers as `BigInt` in statements prepared from now on. */
+  defaultSafeIntegers(toggle?: boolean): this;
+  /** Makes a running statement fail with `SQLITE_INTERRUPT`. */
+  interrupt(): void;
+  /** Closes now (statements are finalized). Idempotent. */
+  close(): this;
+}
+
+/** A prepared statement. It keeps its `Database` referenced. */
+export declare class Statement<Row = any> {
+  private constructor();
+  readonly database: Database;
+  readonly source: string;
+  /** True when it returns rows. */
+  readonly reader: boolean;
+  /** True when it does not write. */
+  readonly readonly: boolean;
+  /** True while an `iterate()` over it is in progress. */
+  readonly busy: boolean;
+  run(...params: BindParameters): RunResult;
+  /** The first row, or `undefined`. Throws `TypeError` for a statement that returns no data. */
+  get(...params: BindParameters): Row | undefined;
+  all(...params: BindParameters): Row[];
+  /** Rows one at a time; leaving the loop early ends the query. */
+  iterate(...params: BindParameters): IterableIterator<Row>;
+  /** Only the first column of each row (turns `raw` off). */
+  pluck(toggle?: boolean): this;
+  /** Rows as arrays (turns `pluck` off). */
+  raw(toggle?: boolean): this;
+  /** Integers (and `lastInsertRowid`) as `BigInt`. */
+  safeIntegers(toggle?: boolean): this;
+  /** The result columns; `type` is the declared type, or `null` for an expression. */
+  columns(): Array<{ name: string; type: string | null }>;
+}
+
+/** A background prefetch or upload. `close()` (or `cancel()`) stops it at its next block. */
+export declare class Job<Report = PrefetchReport | UploadReport> extends Handle {
+  /** E.g. `'prefetch of main/app.db'`. */
+  readonly description: string;
+  /** Bytes done and in all (the total is known once the job listed its blocks). */
+  progress(): { done: number; total: number };
+  status(): 'running' | 'done' | 'failed' | 'cancelled';
+  /** The report; rejects with the job's error, `ClosedError` once cancelled. */
+  wait(): Promise<Report>;
+  cancel(): void;
+}
+
+/** What a cleanup did. */
+export interface CleanupReport {
+  /** Blocks deleted from the delete list. */
+  deleted: number;
+  /** Unreferenced block objects deleted (left by interrupted uploads). */
+  orphansDeleted: number;
+  /** Blocks still waiting for their grace period. */
+  waiting: number;
+}
+
+export interface ContainerOptions {
+  /** Parallel requests (default 8). */
+  nrequest?: number;
+  /** Retries after a transient failure (default 4). */
+  retries?: number;
+  /** Time limit of one request in milliseconds (default 30000). */
+  requestTimeoutMs?: number;
+}
+
+/** Progress of a file upload or download, in bytes. */
+export type ProgressCallback = (progress: { done: number; total: number }) => void;
+
+/**
+ * Container operations without a cache or VFS. Every method returns a promise and runs off the JS thread;
+ * errors are `BcvError`s (`BCV_NOT_FOUND`, `BCV_ALREADY_EXISTS`, `BCV_CONFLICT`, `BCV_IO`, …).
+ */
+export declare class Container {
+  /** A directory path, `memory://NAME`, `s3://…`, `az://…`, `gs://…`; no request is made. */
+  constructor(url: string, options?: ContainerOptions);
+  /** The URL without secrets. */
+  readonly label: string;
+  /** Creates an empty container (block size default 4 MiB, ids of 16 bytes); `BCV_ALREADY_EXISTS` unless `overwrite`. */
+  create(options?: { blockSize?: number; nameBytes?: number; overwrite?: boolean }): Promise<void>;
+  /** Deletes every object; resolves with how many. */
+  destroy(): Promise<number>;
+  list(): Promise<DatabaseInfo[]>;
+  /** Uploads a local SQLite file as database `name`; resolves with its new version. */
+  uploadFile(path: string, name: string, onProgress?: ProgressCallback): Promise<number>;
+  /** Downloads database `name` to a local SQLite file (any SQLite opens it); resolves with the bytes written. */
+  downloadFile(name: string, path: string, onProgress?: ProgressCallback): Promise<number>;
+  copy(from: string, to: string): Promise<void>;
+  delete(name: string): Promise<void>;
+  /** Deletes garbage older than `graceSeconds` (default 3600), and orphaned blocks unless `findOrphans: false`. */
+  cleanup(options?: { graceSeconds?: number; findOrphans?: boolean }): Promise<CleanupReport>;
+  manifest(): Promise<ManifestInfo>;
+  /** The request counters of this object. */
+  meter(): MeterSnapshot;
+}

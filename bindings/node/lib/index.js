@@ -12,7 +12,9 @@
  *   `closeAndWait()`.
  * - A stream that was cut short never looks complete: `read()` resolves `null` only at a clean EOF; any
  *   other ending rejects with a `ClosedError` (`code: 'BCV_CLOSED'`, `reason: 'PEER_DROPPED' | …`).
- * - Nothing blocks the JS thread: everything that may wait returns a promise.
+ * - Nothing blocks the JS thread: everything that may wait returns a promise. The exception is the
+ *   block-cache VFS (`lib/vfs.js`), whose SQL API is synchronous like better-sqlite3's and whose `Vfs`
+ *   calls without `Async` wait for the store; its `…Async` calls, jobs and `Container` return promises.
  *
  * @module bcv
  */
@@ -102,6 +104,18 @@ class ShutdownTimeoutError extends BcvError {}
  * where it happened, never inside a finalizer. `violation` is `'V1'`…`'V6'`.
  */
 class StrictModeViolation extends BcvError {}
+/**
+ * SQLite reported an error: `code` is SQLite's name for it (`'SQLITE_CONSTRAINT_UNIQUE'`,
+ * `'SQLITE_BUSY'`, …), `errcode` the numeric extended result code. The message is SQLite's.
+ */
+class SqliteError extends BcvError {}
+/**
+ * A lost conditional write (`BCV_CONFLICT`): another client changed the container since this one read it.
+ * From `upload()`: a database changed here was changed there too (nothing is lost: `revert()` it, or poll
+ * and write again). From SQL (`errcode` 517, `sqliteCode` `'SQLITE_BUSY_SNAPSHOT'`): a `bcv_kv` commit, or
+ * a write on a stale WAL snapshot; the transaction changed nothing: read again and retry.
+ */
+class ConflictError extends BcvError {}
 
 const errorClasses = {
   BCV_BUSY: BusyError,
@@ -111,6 +125,7 @@ const errorClasses = {
   BCV_CORRUPT: CorruptError,
   BCV_SHUTDOWN_TIMEOUT: ShutdownTimeoutError,
   BCV_STRICT: StrictModeViolation,
+  BCV_CONFLICT: ConflictError,
 };
 
 native.init((code, message, details) => {
@@ -118,7 +133,7 @@ native.init((code, message, details) => {
     const { reason, ...rest } = details;
     return new ClosedError(reason, message, rest);
   }
-  const Cls = errorClasses[code] ?? BcvError;
+  const Cls = errorClasses[code] ?? (code.startsWith('SQLITE_') ? SqliteError : BcvError);
   if (details.value !== undefined) details = { ...details };
   return new Cls(message, code, details);
 });
@@ -146,6 +161,7 @@ function wrap(h) {
     case 'IncomingMessage': return new IncomingMessage(h);
     case 'Trailers': return new Trailers(h);
     case 'TlsSession': return new TlsSession(h);
+    case 'VfsJob': return new Job(h);
     default: return new Resource(h);
   }
 }
@@ -761,6 +777,11 @@ class Scope {
 }
 
 // ---------------------------------------------------------------------------------------------------
+// Block-cache VFS (lib/vfs.js)
+
+const { Vfs, Database, Statement, Job, Container } = require('./vfs.js')({ native, Handle, kNative, kInspectFields });
+
+// ---------------------------------------------------------------------------------------------------
 // Functions
 
 function nativeOf(handle, Cls, what) {
@@ -1082,6 +1103,11 @@ module.exports = {
   IncomingMessage,
   Trailers,
   Scope,
+  Vfs,
+  Database,
+  Statement,
+  Job,
+  Container,
   BcvError,
   ClosedError,
   BusyError,
@@ -1091,6 +1117,8 @@ module.exports = {
   CorruptError,
   ShutdownTimeoutError,
   StrictModeViolation,
+  SqliteError,
+  ConflictError,
   // constants
   CloseReason,
   DEFAULT_CAPACITY,

@@ -402,6 +402,8 @@ pub(crate) enum Out {
     Parked(JsKey),
     /// HTTP header or trailer fields as `[name, value]` pairs; `None` becomes `null`.
     Fields(Option<bcv_core::handle::HttpFields>),
+    /// A report of the block-cache VFS (poll, upload, prefetch, status), keys turned to camelCase.
+    Json(serde_json::Value),
 }
 
 /// A raw deferred that may travel to another thread and back (it is only used on the JS thread).

@@ -6,11 +6,16 @@
 //!
 //! Codes: `BCV_CLOSED` (with `reason`, and `upstream` for `UPSTREAM`), `BCV_BUSY`, `BCV_TIMEOUT`,
 //! `BCV_WOULD_DEADLOCK`, `BCV_ALREADY_TAKEN`, `BCV_INVALID_ARGUMENT`, `BCV_IO`, `BCV_AUTH`, `BCV_CORRUPT`,
-//! `BCV_STRICT` (strict-mode violation), `BCV_SHUTDOWN_TIMEOUT`, `BCV_INTERNAL`.
+//! `BCV_STRICT` (strict-mode violation), `BCV_SHUTDOWN_TIMEOUT`, `BCV_INTERNAL`; from the block-cache VFS also
+//! `BCV_CONFLICT` (a lost conditional write: an upload, or a `bcv_kv` commit, `SQLITE_BUSY_SNAPSHOT`),
+//! `BCV_NOT_FOUND`, `BCV_ALREADY_EXISTS`, `BCV_UNSUPPORTED`, `BCV_JOB_FAILED`, and SQLite's own result-code
+//! names (`SQLITE_CONSTRAINT_UNIQUE`, …) with the numeric extended code as `errcode`.
 
 use std::ptr;
 
-use bcv_core::handle::{CloseReason, CloseWaitError, Closed, Diagnostic, Error, ShutdownError, WriteError};
+use bcv_core::handle::{CloseReason, CloseWaitError, Closed, Diagnostic, Error, Node, ShutdownError, WriteError};
+use bcv_core::vfs::VfsError;
+use libsqlite3_sys as ffi;
 use napi::sys;
 
 use crate::env::{EnvLocal, JsKey};
@@ -26,6 +31,8 @@ pub(crate) struct JsErr {
     violation: Option<Box<Diagnostic>>,
     os_errno: Option<i32>,
     value: Option<Box<JsKey>>,
+    /// The (extended) SQLite result code of an error that came from SQLite.
+    sqlite_code: Option<i32>,
 }
 
 impl JsErr {
@@ -39,6 +46,7 @@ impl JsErr {
             violation: None,
             os_errno: None,
             value: None,
+            sqlite_code: None,
         }
     }
 
@@ -82,6 +90,28 @@ impl JsErr {
         e
     }
 
+    /// An error SQLite reported with `code`: named after the code (`SQLITE_CONSTRAINT_UNIQUE`), except
+    /// `SQLITE_BUSY_SNAPSHOT`, which is `BCV_CONFLICT` (a `bcv_kv` commit or a WAL snapshot that another
+    /// writer overtook: read again and retry).
+    pub(crate) fn sqlite(code: i32, message: impl Into<String>) -> JsErr {
+        let name = if code == ffi::SQLITE_BUSY_SNAPSHOT { "BCV_CONFLICT" } else { sqlite_code_name(code) };
+        let mut e = JsErr::new(name, message);
+        e.sqlite_code = Some(code);
+        e
+    }
+
+    /// A VFS error raised by an operation on `node` (a VFS, a connection, a job): `VfsError::Closed` becomes
+    /// `BCV_CLOSED` with the reason the node was closed for (`SELF` when it is not closed itself).
+    pub(crate) fn vfs(e: VfsError, node: Option<&Node>) -> JsErr {
+        if let VfsError::Closed(_) = e {
+            let closed = node.and_then(Node::close_reason).unwrap_or(Closed::new(CloseReason::SelfClosed));
+            let mut j = JsErr::closed(closed);
+            j.message = format!("{e} ({})", closed.reason.name());
+            return j;
+        }
+        JsErr::from(e)
+    }
+
     /// Builds the JS error object (on the JS thread). Never fails: falls back to a bare `Error`.
     pub(crate) fn into_js(self, local: &EnvLocal) -> sys::napi_value {
         let env = local.raw();
@@ -109,6 +139,10 @@ impl JsErr {
         }
         if let Some(errno) = self.os_errno {
             js::set(env, details, "errno", js::number(env, errno as f64));
+        }
+        if let Some(code) = self.sqlite_code {
+            js::set(env, details, "errcode", js::number(env, code as f64));
+            js::set(env, details, "sqliteCode", js::string(env, sqlite_code_name(code)));
         }
         if let Some(key) = &self.value
             && let Ok(v) = local.take_value(key)
@@ -169,6 +203,88 @@ impl From<Error> for JsErr {
             Error::Corrupt(_) => JsErr::new("BCV_CORRUPT", message),
             _ => JsErr::new("BCV_INTERNAL", message),
         }
+    }
+}
+
+impl From<VfsError> for JsErr {
+    fn from(e: VfsError) -> JsErr {
+        let message = e.to_string();
+        match e {
+            // SQLite's own message, as SQLite users expect it (bcv's context is in the stack).
+            VfsError::Sqlite { source, .. } => JsErr::sqlite(source.code, source.message),
+            VfsError::Conflict { .. } => JsErr::new("BCV_CONFLICT", message),
+            VfsError::NotFound { .. } | VfsError::NoSuchDatabase { .. } | VfsError::NoSuchAlias { .. } => {
+                JsErr::new("BCV_NOT_FOUND", message)
+            }
+            VfsError::AlreadyExists { .. } | VfsError::DatabaseExists { .. } | VfsError::AliasInUse { .. } => {
+                JsErr::new("BCV_ALREADY_EXISTS", message)
+            }
+            VfsError::Busy { .. } | VfsError::CacheBusy { .. } => JsErr::new("BCV_BUSY", message),
+            VfsError::InvalidArgument(_) | VfsError::Config { .. } => JsErr::new("BCV_INVALID_ARGUMENT", message),
+            VfsError::Closed(_) => JsErr::vfs(e, None),
+            VfsError::Manifest { .. } | VfsError::CorruptBlock { .. } => JsErr::new("BCV_CORRUPT", message),
+            VfsError::Io { source, .. } => {
+                let mut j = JsErr::new("BCV_IO", message);
+                j.os_errno = source.raw_os_error();
+                j
+            }
+            VfsError::Store { .. } | VfsError::ShortRead { .. } => JsErr::new("BCV_IO", message),
+            VfsError::ConditionalWritesUnsupported { .. } => JsErr::new("BCV_UNSUPPORTED", message),
+            VfsError::Job(_) => JsErr::new("BCV_JOB_FAILED", message),
+            VfsError::Runtime(inner) => JsErr::from(inner),
+            _ => JsErr::new("BCV_INTERNAL", message),
+        }
+    }
+}
+
+/// Lists SQLite result codes by their C names.
+macro_rules! sqlite_codes {
+    ($code:expr; $($name:ident)*) => {
+        match $code {
+            $(ffi::$name => stringify!($name),)*
+            _ => "",
+        }
+    };
+}
+
+/// The C name of an SQLite result code (extended codes included), e.g. `SQLITE_CONSTRAINT_UNIQUE`; an
+/// unknown extended code gets its primary code's name.
+pub(crate) fn sqlite_code_name(code: i32) -> &'static str {
+    let name = sqlite_codes!(code;
+        SQLITE_OK SQLITE_ERROR SQLITE_INTERNAL SQLITE_PERM SQLITE_ABORT SQLITE_BUSY SQLITE_LOCKED SQLITE_NOMEM
+        SQLITE_READONLY SQLITE_INTERRUPT SQLITE_IOERR SQLITE_CORRUPT SQLITE_NOTFOUND SQLITE_FULL SQLITE_CANTOPEN
+        SQLITE_PROTOCOL SQLITE_EMPTY SQLITE_SCHEMA SQLITE_TOOBIG SQLITE_CONSTRAINT SQLITE_MISMATCH SQLITE_MISUSE
+        SQLITE_NOLFS SQLITE_AUTH SQLITE_FORMAT SQLITE_RANGE SQLITE_NOTADB SQLITE_NOTICE SQLITE_WARNING SQLITE_ROW
+        SQLITE_DONE
+        SQLITE_ERROR_MISSING_COLLSEQ SQLITE_ERROR_RETRY SQLITE_ERROR_SNAPSHOT
+        SQLITE_IOERR_READ SQLITE_IOERR_SHORT_READ SQLITE_IOERR_WRITE SQLITE_IOERR_FSYNC SQLITE_IOERR_DIR_FSYNC
+        SQLITE_IOERR_TRUNCATE SQLITE_IOERR_FSTAT SQLITE_IOERR_UNLOCK SQLITE_IOERR_RDLOCK SQLITE_IOERR_DELETE
+        SQLITE_IOERR_BLOCKED SQLITE_IOERR_NOMEM SQLITE_IOERR_ACCESS SQLITE_IOERR_CHECKRESERVEDLOCK
+        SQLITE_IOERR_LOCK SQLITE_IOERR_CLOSE SQLITE_IOERR_DIR_CLOSE SQLITE_IOERR_SHMOPEN SQLITE_IOERR_SHMSIZE
+        SQLITE_IOERR_SHMLOCK SQLITE_IOERR_SHMMAP SQLITE_IOERR_SEEK SQLITE_IOERR_DELETE_NOENT SQLITE_IOERR_MMAP
+        SQLITE_IOERR_GETTEMPPATH SQLITE_IOERR_CONVPATH SQLITE_IOERR_VNODE SQLITE_IOERR_AUTH
+        SQLITE_IOERR_BEGIN_ATOMIC SQLITE_IOERR_COMMIT_ATOMIC SQLITE_IOERR_ROLLBACK_ATOMIC SQLITE_IOERR_DATA
+        SQLITE_IOERR_CORRUPTFS SQLITE_IOERR_IN_PAGE
+        SQLITE_LOCKED_SHAREDCACHE SQLITE_LOCKED_VTAB
+        SQLITE_BUSY_RECOVERY SQLITE_BUSY_SNAPSHOT SQLITE_BUSY_TIMEOUT
+        SQLITE_CANTOPEN_NOTEMPDIR SQLITE_CANTOPEN_ISDIR SQLITE_CANTOPEN_FULLPATH SQLITE_CANTOPEN_CONVPATH
+        SQLITE_CANTOPEN_SYMLINK
+        SQLITE_CORRUPT_VTAB SQLITE_CORRUPT_SEQUENCE SQLITE_CORRUPT_INDEX
+        SQLITE_READONLY_RECOVERY SQLITE_READONLY_CANTLOCK SQLITE_READONLY_ROLLBACK SQLITE_READONLY_DBMOVED
+        SQLITE_READONLY_CANTINIT SQLITE_READONLY_DIRECTORY
+        SQLITE_ABORT_ROLLBACK
+        SQLITE_CONSTRAINT_CHECK SQLITE_CONSTRAINT_COMMITHOOK SQLITE_CONSTRAINT_FOREIGNKEY
+        SQLITE_CONSTRAINT_FUNCTION SQLITE_CONSTRAINT_NOTNULL SQLITE_CONSTRAINT_PRIMARYKEY
+        SQLITE_CONSTRAINT_TRIGGER SQLITE_CONSTRAINT_UNIQUE SQLITE_CONSTRAINT_VTAB SQLITE_CONSTRAINT_ROWID
+        SQLITE_CONSTRAINT_PINNED SQLITE_CONSTRAINT_DATATYPE
+        SQLITE_NOTICE_RECOVER_WAL SQLITE_NOTICE_RECOVER_ROLLBACK
+        SQLITE_WARNING_AUTOINDEX
+        SQLITE_AUTH_USER
+    );
+    match name {
+        "" if code & 0xff != code => sqlite_code_name(code & 0xff),
+        "" => "SQLITE_UNKNOWN",
+        n => n,
     }
 }
 

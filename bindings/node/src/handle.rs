@@ -18,6 +18,7 @@ use bcv_core::handle::{
     CloseReason, Closed, DEFAULT_CAPACITY, FutureReader, FutureWriter, HttpFields, HttpServer, IncomingMessage, Node,
     NodeState, ReadStream, Resource, StreamEvent, TcpListener, TcpSocket, TlsSession, WriteStream,
 };
+use bcv_core::vfs::VfsJob;
 use bytes::Bytes;
 use napi::bindgen_prelude::{Uint8Array, Unknown};
 use napi::{Env, JsValue, sys};
@@ -26,6 +27,7 @@ use napi_derive::napi;
 use crate::env::{ActiveCallback, Bridge, Deferred, EnvLocal, JsKey, Out, new_promise, runtime};
 use crate::error::JsErr;
 use crate::js::{self, RawValue};
+use crate::vfs::{DbSlot, VfsSlot};
 
 /// The core object behind a handle.
 pub(crate) enum Kind {
@@ -45,6 +47,12 @@ pub(crate) enum Kind {
     Trailers(FutureReader<Option<HttpFields>>),
     /// A TLS session over a TCP socket (a dependent child of the socket).
     Tls(TlsSession),
+    /// A block-cache VFS (shared with the databases opened through it, which keep it alive).
+    Vfs(Arc<VfsSlot>),
+    /// An SQLite connection through a VFS (a child of its container's node).
+    Database(DbSlot),
+    /// A background prefetch or upload of a VFS (a child of its container's node).
+    Job(VfsJob),
 }
 
 impl Kind {
@@ -62,6 +70,19 @@ impl Kind {
             Kind::Message(m) => m,
             Kind::Trailers(t) => t,
             Kind::Tls(t) => t,
+            Kind::Vfs(v) => v.node(),
+            Kind::Database(d) => d.conn.node(),
+            Kind::Job(j) => j.node(),
+        }
+    }
+
+    /// `close()`: the node's forced close. A VFS also gives up its cache directory and SQLite name once its
+    /// connections are closed; a database is closed by SQLite at once (as SQLite users expect).
+    fn close_now(&self) {
+        match self {
+            Kind::Vfs(v) => drop(v.release()),
+            Kind::Database(d) => d.conn.close(),
+            other => other.node().close(),
         }
     }
 
@@ -78,6 +99,9 @@ impl Kind {
             Kind::Message(_) => "IncomingMessage",
             Kind::Trailers(_) => "Trailers",
             Kind::Tls(_) => "TlsSession",
+            Kind::Vfs(_) => "Vfs",
+            Kind::Database(_) => "Database",
+            Kind::Job(_) => "VfsJob",
         }
     }
 }
@@ -108,6 +132,7 @@ pub(crate) fn out_to_js(local: &EnvLocal, out: Out) -> napi::Result<sys::napi_va
         Out::Parked(key) => local.take_value(&key)?,
         Out::Fields(None) => js::null(env),
         Out::Fields(Some(fields)) => js::fields(env, &fields),
+        Out::Json(value) => js::json(env, &value),
         Out::Handle(kind, scope_id) => {
             let handle = Handle::wrap_in_scope(local, kind, scope_id);
             unsafe { <Handle as napi::bindgen_prelude::ToNapiValue>::to_napi_value(env, handle)? }
@@ -326,7 +351,7 @@ impl Handle {
     }
 
     /// `'ReadStream' | 'WriteStream' | 'Resource' | 'TcpListener' | 'TcpSocket' | 'FutureReader' | 'FutureWriter'
-    /// | 'HttpServer' | 'IncomingMessage' | 'Trailers' | 'TlsSession'`.
+    /// | 'HttpServer' | 'IncomingMessage' | 'Trailers' | 'TlsSession' | 'Vfs' | 'Database' | 'VfsJob'`.
     #[napi(getter)]
     pub fn kind(&self) -> &'static str {
         self.kind
@@ -361,17 +386,19 @@ impl Handle {
     }
 
     /// Forced, cascading close with reason `SELF`: idempotent, returns at once, never throws. Dependent
-    /// children end with `Closed{PARENT}`. No-op on a consumed handle.
+    /// children end with `Closed{PARENT}`. No-op on a consumed handle. A `Database` is closed by SQLite at
+    /// once; a `Vfs` frees its cache directory and name once its databases are closed.
     #[napi]
     pub fn close(&self) {
-        if let Some(k) = self.slot.borrow().as_ref() {
-            k.node().close();
+        let kind = self.slot.borrow().clone();
+        if let Some(k) = kind {
+            k.close_now();
         }
     }
 
-    /// Closes, then resolves once in-flight operations have returned and OS resources are freed.
-    /// Rejects with `BCV_TIMEOUT` after `timeoutMs`, or at once with `BCV_WOULD_DEADLOCK` when called
-    /// from this stream's own `onData` callback (T22).
+    /// Closes, then resolves once in-flight operations have returned and OS resources are freed (for a
+    /// `Vfs`: its cache directory and SQLite name). Rejects with `BCV_TIMEOUT` after `timeoutMs`, or at
+    /// once with `BCV_WOULD_DEADLOCK` when called from this stream's own `onData` callback (T22).
     #[napi(ts_return_type = "Promise<void>")]
     pub fn close_and_wait(&self, env: Env, timeout_ms: f64) -> napi::Result<RawValue> {
         let local = enter(&env)?;
@@ -382,14 +409,27 @@ impl Handle {
         if local.callbacks.borrow().values().any(|c| c.node_id == id) {
             return settled(&local, Err(JsErr::from(bcv_core::handle::CloseWaitError::WouldDeadlock)));
         }
-        kind.node().close();
+        // A VFS is done once its cache directory and SQLite name are free again (after its connections).
+        let released = match &*kind {
+            Kind::Vfs(v) => Some(v.release()),
+            other => {
+                other.close_now();
+                None
+            }
+        };
         let timeout = Duration::from_secs_f64((timeout_ms.max(0.0)) / 1000.0);
-        run_op(
-            &local,
-            async move { kind.node().close_and_wait(timeout).await },
-            |r| r.map(|()| Out::Undefined).map_err(JsErr::from),
-            false,
-        )
+        let fut = async move {
+            let start = tokio::time::Instant::now();
+            kind.node().close_and_wait(timeout).await?;
+            if let Some(mut released) = released {
+                let left = timeout.saturating_sub(start.elapsed());
+                if tokio::time::timeout(left, released.wait_for(|done| *done)).await.is_err() {
+                    return Err(bcv_core::handle::CloseWaitError::Timeout);
+                }
+            }
+            Ok(())
+        };
+        run_op(&local, fut, |r| r.map(|()| Out::Undefined).map_err(JsErr::from), false)
     }
 
     /// Lets this node, and the handles it was taken from, outlive the scope they were created in.

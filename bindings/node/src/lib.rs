@@ -12,14 +12,19 @@
 //! * N3/N4 are in `lib/`; N5: errors carry `code` and `reason` (see [`error`]).
 
 #![deny(unsafe_op_in_unsafe_fn)]
+// In the test build napi-derive registers no exports, so every `#[napi]` item looks unused there.
+#![cfg_attr(test, allow(dead_code))]
 
+mod container;
 mod env;
 mod error;
 mod handle;
 mod http;
 mod js;
 mod scope;
+mod sql;
 mod tls;
+mod vfs;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -226,7 +231,7 @@ pub fn diagnostics() -> Diagnostics {
 /// Runs `job` on a plain thread (where the core allows blocking) and settles a promise with its result.
 /// The result goes straight through the env's bridge, not through the bcv runtime (which `shutdown`
 /// stops).
-fn off_thread<T: Send + 'static>(
+pub(crate) fn off_thread<T: Send + 'static>(
     env: &Env,
     job: impl FnOnce() -> T + Send + 'static,
     convert: impl FnOnce(T) -> Result<Out, JsErr> + Send + 'static,
