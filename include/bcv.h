@@ -21,7 +21,7 @@
 /**
  * The version of this C ABI. It changes whenever a signature or a constant changes incompatibly.
  */
-#define BCV_ABI_VERSION 1
+#define BCV_ABI_VERSION 2
 
 /**
  * Close reasons (stable values, see LIFETIMES.md §1).
@@ -109,6 +109,60 @@
 #define BCV_STATE_CLOSED 3
 
 /**
+ * Credential kind for `bcv_auth_answer_set`: an Azure shared access signature (the query string, with or
+ * without the leading '?').
+ */
+#define BCV_AUTH_AZURE_SAS 1
+
+/**
+ * Credential kind: an Azure storage account key (base64), used to sign each request.
+ */
+#define BCV_AUTH_AZURE_ACCESS_KEY 2
+
+/**
+ * Credential kind: an OAuth bearer token (Azure AD / Entra ID, Google).
+ */
+#define BCV_AUTH_BEARER 3
+
+/**
+ * Flag for `bcv_vfs_attach`: succeed without doing anything when a container is already attached under
+ * this alias with the same URL (CBS's ATTACH_IFNOT).
+ */
+#define BCV_ATTACH_IF_NOT_ATTACHED 1
+
+/**
+ * Job states returned by `bcv_job_status`: still working.
+ */
+#define BCV_JOB_RUNNING 0
+
+/**
+ * Finished successfully; `bcv_job_wait` returns the outcome.
+ */
+#define BCV_JOB_DONE 1
+
+/**
+ * Finished with an error; `bcv_job_wait` returns it.
+ */
+#define BCV_JOB_FAILED 2
+
+/**
+ * Stopped by `bcv_close` (of the job, its VFS, or a detach) before it finished.
+ */
+#define BCV_JOB_CANCELLED 3
+
+/**
+ * Where a credentials callback puts its answer. Opaque; valid only during the callback. Fill it with
+ * `bcv_auth_answer_set` or `bcv_auth_answer_set_aws`, or explain a refusal with `bcv_auth_answer_refuse`.
+ */
+typedef struct bcv_auth_answer_t bcv_auth_answer_t;
+
+/**
+ * Where a store callback puts its result. Opaque; valid only during the callback. The setters copy what
+ * they are given (`bcv_store_reply_alloc` instead lends a buffer owned by the reply).
+ */
+typedef struct bcv_store_reply_t bcv_store_reply_t;
+
+/**
  * A status code: `BCV_OK` (0), `BCV_EOF` (1) or a negative `BCV_E_*` error.
  */
 typedef int32_t bcv_status_t;
@@ -178,6 +232,342 @@ typedef void (*bcv_data_callback_t)(void *user_data, bcv_status_t status, const 
 typedef void (*bcv_user_data_free_t)(void *user_data);
 
 /**
+ * One configuration key of a cloud store, as `object_store` names them (`aws_region`, `azure_storage_*`,
+ * `google_*`, client keys such as `timeout`). Borrowed for the call.
+ */
+typedef struct bcv_store_option_t {
+    /**
+     * The key, NUL-terminated.
+     */
+    const char *key;
+    /**
+     * The value, NUL-terminated. May be a secret: bcv never shows it.
+     */
+    const char *value;
+} bcv_store_option_t;
+
+/**
+ * The credentials callback of cloud stores (CBS's auth callback). bcv calls it before every request to an
+ * S3, Azure or GCS container opened with it.
+ *
+ * `storage` is "s3", "azure" or "gcs"; `account` the storage account (Azure), or the endpoint or region
+ * when known (S3), or ""; `container` the bucket or container. All three are borrowed for the call.
+ * Return `BCV_OK` after setting a credential on `answer`, or a negative status to refuse (the request then
+ * fails with `BCV_E_STORE`, without retry, and the message includes the reason given to
+ * `bcv_auth_answer_refuse`). Which credentials a store accepts: S3 → AWS keys; Azure → SAS, account key or
+ * bearer token; GCS → bearer token.
+ *
+ * It runs on a bcv thread, possibly on several at once, for as long as a store opened with it is in use; it
+ * may block (fetch a token over the network) but should cache tokens that are slow to get. It may call only
+ * the `bcv_auth_answer_*` functions.
+ */
+typedef bcv_status_t (*bcv_auth_callback_t)(void *user_data,
+                                            const char *storage,
+                                            const char *account,
+                                            const char *container,
+                                            struct bcv_auth_answer_t *answer);
+
+/**
+ * How bcv talks to a store. Initialise it with `bcv_store_options_init`, then change what you need.
+ */
+typedef struct bcv_store_options_t {
+    /**
+     * Retries after a transient failure (at most `retries + 1` attempts). Default 4.
+     */
+    uint32_t retries;
+    /**
+     * Delay before the first retry in milliseconds, doubled for each next one (capped at 5 s). Default 50.
+     */
+    uint32_t retry_base_delay_ms;
+    /**
+     * Time limit of one request attempt in milliseconds, body included; 0 means the default, 30000.
+     */
+    uint64_t request_timeout_ms;
+    /**
+     * Requests in flight at once to this container; 0 is taken as 1. Default 8.
+     */
+    uint32_t max_concurrency;
+    /**
+     * `option_count` extra configuration keys for cloud stores, applied after the URL's (NULL when 0). An
+     * option given to a local or memory store is `BCV_E_INVALID`; an unknown key too.
+     */
+    const struct bcv_store_option_t *options;
+    /**
+     * Number of entries at `options`.
+     */
+    size_t option_count;
+    /**
+     * The credentials callback, or NULL to use the URL's keys or the environment.
+     */
+    bcv_auth_callback_t auth;
+    /**
+     * Passed to `auth`.
+     */
+    void *auth_user_data;
+    /**
+     * Frees `auth_user_data` (may be NULL). Each call that takes these options (`bcv_vfs_new`,
+     * `bcv_container_open`, …) runs it exactly once: when the last store opened with them is gone, or before
+     * the call returns when it fails. So pass it to one call only, or make `auth_user_data` counted. It runs
+     * on any thread and may not call into bcv.
+     */
+    bcv_user_data_free_t auth_user_data_free;
+} bcv_store_options_t;
+
+/**
+ * A container in a store implemented by the application (CBS's custom cloud module).
+ *
+ * Object names are the container's (`manifest.bcv`, `bcv_kv.bcv`, `<HEX>.bcv`); ETags are strings of the
+ * application's choosing that change whenever an object's content changes. Each callback returns `BCV_OK`
+ * or a status, and passes its results through `reply`:
+ * * `get`: the whole object (`bcv_store_reply_set_data` or `_alloc`) and its ETag (`_set_etag`);
+ *   `BCV_E_NOT_FOUND` when it does not exist.
+ * * `get_range`: `len` bytes from `start` (fewer only when the object ends first); `BCV_E_NOT_FOUND`.
+ * * `head` (may be NULL: `get` is used): the size (`_set_size`) and ETag; `BCV_E_NOT_FOUND`.
+ * * `put`: write unconditionally; set the new ETag.
+ * * `put_if_absent`: write only if the object does not exist, atomically; `BCV_E_EXISTS` otherwise.
+ * * `put_if_match`: write only if the current ETag is `etag`, atomically; `BCV_E_CONFLICT` otherwise (also
+ *   when the object does not exist). bcv keeps its manifest consistent with these two: they must be atomic.
+ * * `delete_object`: remove it; a missing object may give `BCV_OK` or `BCV_E_NOT_FOUND`.
+ * * `list`: every object of the container (`bcv_store_reply_add_object` for each).
+ *
+ * Any other failure: return a negative status, optionally with `bcv_store_reply_set_error` (a message and
+ * whether a retry may succeed; without it, `BCV_E_TIMEOUT`, `BCV_E_STORE` and `BCV_E_IO` are retried and
+ * others are not). `name`, `data` and `etag` are borrowed for the call.
+ *
+ * Callbacks run on bcv's blocking threads, several at once, for as long as the store is in use. They may call
+ * only the `bcv_store_reply_*` functions. The table is copied by the call that takes it; `destroy` (may be
+ * NULL) then runs exactly once with `user_data`, on any thread, when bcv no longer uses the store (after the
+ * VFS or container object is released and its last request has returned), or before that call returns
+ * when it fails. `destroy` may not call into bcv.
+ */
+typedef struct bcv_store_callbacks_t {
+    /**
+     * Passed to every callback.
+     */
+    void *user_data;
+    /**
+     * Reads a whole object.
+     */
+    bcv_status_t (*get)(void *user_data, const char *name, struct bcv_store_reply_t *reply);
+    /**
+     * Reads `len` bytes of an object from `start`.
+     */
+    bcv_status_t (*get_range)(void *user_data,
+                              const char *name,
+                              uint64_t start,
+                              uint64_t len,
+                              struct bcv_store_reply_t *reply);
+    /**
+     * Size and ETag of an object (optional).
+     */
+    bcv_status_t (*head)(void *user_data, const char *name, struct bcv_store_reply_t *reply);
+    /**
+     * Writes an object unconditionally.
+     */
+    bcv_status_t (*put)(void *user_data,
+                        const char *name,
+                        const uint8_t *data,
+                        size_t len,
+                        struct bcv_store_reply_t *reply);
+    /**
+     * Writes an object only if it does not exist.
+     */
+    bcv_status_t (*put_if_absent)(void *user_data,
+                                  const char *name,
+                                  const uint8_t *data,
+                                  size_t len,
+                                  struct bcv_store_reply_t *reply);
+    /**
+     * Writes an object only if its ETag is `etag`.
+     */
+    bcv_status_t (*put_if_match)(void *user_data,
+                                 const char *name,
+                                 const uint8_t *data,
+                                 size_t len,
+                                 const char *etag,
+                                 struct bcv_store_reply_t *reply);
+    /**
+     * Deletes an object.
+     */
+    bcv_status_t (*delete_object)(void *user_data, const char *name, struct bcv_store_reply_t *reply);
+    /**
+     * Lists the objects.
+     */
+    bcv_status_t (*list)(void *user_data, struct bcv_store_reply_t *reply);
+    /**
+     * Frees `user_data` (may be NULL); see above for when.
+     */
+    bcv_user_data_free_t destroy;
+} bcv_store_callbacks_t;
+
+/**
+ * A progress callback: `done` of `total` bytes so far. It runs during the call that takes it (on the
+ * calling thread or on bcv threads, possibly several at once) and never after that call returns; it may
+ * not call into bcv. `user_data` is borrowed for the call.
+ */
+typedef void (*bcv_progress_callback_t)(void *user_data, uint64_t done, uint64_t total);
+
+/**
+ * What `bcv_container_cleanup` did.
+ */
+typedef struct bcv_cleanup_report_t {
+    /**
+     * Blocks deleted from the delete list (their grace period had passed).
+     */
+    uint64_t deleted;
+    /**
+     * Orphaned blocks deleted (referenced nowhere, e.g. left by a crashed upload).
+     */
+    uint64_t orphans_deleted;
+    /**
+     * Blocks still waiting on the delete list.
+     */
+    uint64_t waiting;
+} bcv_cleanup_report_t;
+
+/**
+ * Configuration of a VFS. Initialise it with `bcv_vfs_config_init`, then set `cache_dir` and what else you
+ * need. Strings are borrowed for the `bcv_vfs_new` call.
+ */
+typedef struct bcv_vfs_config_t {
+    /**
+     * The cache directory (created if missing); one process owns it at a time. Required.
+     */
+    const char *cache_dir;
+    /**
+     * The name the VFS is registered under in SQLite (`zVfs` of `sqlite3_open_v2`); NULL means "bcv".
+     */
+    const char *name;
+    /**
+     * The cache size limit in bytes (clean blocks are evicted beyond it); 0 means the default, 1 GiB.
+     */
+    uint64_t cache_size;
+    /**
+     * Parallel requests for uploads and prefetch; 0 is taken as 1. Default 8.
+     */
+    uint32_t nrequest;
+    /**
+     * How attached containers are reached (retries, timeouts, cloud options, credentials callback).
+     */
+    struct bcv_store_options_t store;
+} bcv_vfs_config_t;
+
+/**
+ * What `bcv_vfs_poll` changed. The names are in its JSON output.
+ */
+typedef struct bcv_poll_report_t {
+    /**
+     * True when the container's manifest had changed.
+     */
+    bool manifest_changed;
+    /**
+     * Databases whose new version is now visible (or will be once their open transactions end).
+     */
+    uint32_t updated;
+    /**
+     * Databases new in the container.
+     */
+    uint32_t added;
+    /**
+     * Databases deleted from the container.
+     */
+    uint32_t removed;
+    /**
+     * Databases changed remotely while they have local changes: uploading them fails with
+     * `BCV_E_CONFLICT` until they are reverted.
+     */
+    uint32_t conflicts;
+} bcv_poll_report_t;
+
+/**
+ * What an upload did. The databases and their new versions are in the JSON output.
+ */
+typedef struct bcv_upload_report_t {
+    /**
+     * Databases uploaded.
+     */
+    uint32_t databases;
+    /**
+     * Times the upload re-based onto a manifest another client installed meanwhile.
+     */
+    uint32_t rebases;
+    /**
+     * Block objects written.
+     */
+    uint64_t blocks_written;
+    /**
+     * Bytes written in block objects.
+     */
+    uint64_t bytes_written;
+    /**
+     * Blocks that already existed in the container (same content) and were not written again.
+     */
+    uint64_t blocks_deduplicated;
+    /**
+     * Garbage blocks deleted because their grace period had passed.
+     */
+    uint64_t blocks_deleted;
+} bcv_upload_report_t;
+
+/**
+ * What a prefetch did.
+ */
+typedef struct bcv_prefetch_report_t {
+    /**
+     * Blocks of the database (those already cached included).
+     */
+    uint64_t blocks;
+    /**
+     * Bytes fetched from the store.
+     */
+    uint64_t bytes_fetched;
+} bcv_prefetch_report_t;
+
+/**
+ * Cache activity counters.
+ */
+typedef struct bcv_cache_stats_t {
+    /**
+     * Reads served entirely from the cache.
+     */
+    uint64_t hits;
+    /**
+     * Reads that needed at least one fetch.
+     */
+    uint64_t misses;
+    /**
+     * Bytes fetched from the store into the cache.
+     */
+    uint64_t bytes_fetched;
+    /**
+     * Clean slots evicted to make room.
+     */
+    uint64_t evictions;
+} bcv_cache_stats_t;
+
+/**
+ * Cache occupancy.
+ */
+typedef struct bcv_cache_usage_t {
+    /**
+     * Slots holding (part of) a clean block.
+     */
+    uint64_t clean_slots;
+    /**
+     * Slots holding a locally written block.
+     */
+    uint64_t dirty_slots;
+    /**
+     * The slot size (the containers' block size).
+     */
+    uint64_t block_size;
+    /**
+     * The configured limit in bytes.
+     */
+    uint64_t capacity;
+} bcv_cache_usage_t;
+
+/**
  * Success.
  */
 #define BCV_OK 0
@@ -198,7 +588,8 @@ typedef void (*bcv_user_data_free_t)(void *user_data);
 #define BCV_E_BAD_HANDLE -2
 
 /**
- * Another read (or write) is in progress on this stream end.
+ * Another read (or write) is in progress on this stream end; or a database or container is in use (an open
+ * connection or transaction, local changes not uploaded): the message says which and why.
  */
 #define BCV_E_BUSY -3
 
@@ -246,6 +637,38 @@ typedef void (*bcv_user_data_free_t)(void *user_data);
  * A strict-mode violation was recorded on this thread (`bcv_strict_check`).
  */
 #define BCV_E_STRICT -12
+
+/**
+ * No such object, database or container alias (a container that was never created has no manifest).
+ */
+#define BCV_E_NOT_FOUND -13
+
+/**
+ * Someone else changed the container's manifest (or the database) since this client read it: poll and
+ * retry. No local change is lost; revert it to take the other client's version instead.
+ */
+#define BCV_E_CONFLICT -14
+
+/**
+ * It already exists: a container, a database of that name, or an attached alias.
+ */
+#define BCV_E_EXISTS -15
+
+/**
+ * The cache directory is owned by another process (or another VFS in this one).
+ */
+#define BCV_E_CACHE_BUSY -16
+
+/**
+ * An object-store request failed after retries (network, server error, credentials refused), or the store
+ * does not honour conditional writes. The message names the container, the object and the cause.
+ */
+#define BCV_E_STORE -17
+
+/**
+ * An SQLite call made by bcv itself (the cache index, bcv_kv) failed; the message has SQLite's.
+ */
+#define BCV_E_SQLITE -18
 
 /**
  * A bug in bcv (a caught panic); the message says where.
@@ -665,6 +1088,393 @@ bcv_status_t bcv_aead_decrypt(bcv_handle_t runtime,
                               size_t key_len,
                               bcv_handle_t *transformer,
                               bcv_handle_t *output);
+
+/**
+ * Opens the container at `url` for the container tools (no cache, no VFS) and writes its handle to
+ * `*out`. Nothing is requested yet: a container that does not exist fails at the first operation.
+ *
+ * `url`: an absolute directory path or `file:///dir` (the local store, created if missing), `memory://NAME`
+ * (an in-process store), `s3://BUCKET?…`, `az://CONTAINER?…`, `gs://BUCKET?…`. `options` may be NULL (the
+ * defaults); the call takes ownership of its auth user data (see `bcv_store_options_t`). `nrequest` is the
+ * number of parallel requests (0 is taken as 1). Release the handle with `bcv_release`; it is not a node,
+ * so `bcv_close` and `bcv_handle_state` return `BCV_E_WRONG_TYPE`.
+ * Errors: `BCV_E_INVALID` (a bad URL or option, NULL), `BCV_E_IO` (the local directory).
+ */
+bcv_status_t bcv_container_open(const char *url,
+                                const struct bcv_store_options_t *options,
+                                uint32_t nrequest,
+                                bcv_handle_t *out);
+
+/**
+ * Opens a container in a store implemented by the application (see `bcv_store_callbacks_t`; the table is
+ * copied and its `destroy` runs exactly once, also when this call fails). `label` names it in errors.
+ * Otherwise as `bcv_container_open`. Errors: `BCV_E_INVALID` (NULL, a required callback missing).
+ */
+bcv_status_t bcv_container_open_custom(const struct bcv_store_callbacks_t *callbacks,
+                                       const char *label,
+                                       const struct bcv_store_options_t *options,
+                                       uint32_t nrequest,
+                                       bcv_handle_t *out);
+
+/**
+ * Creates an empty container: a manifest with no database. `block_size` (a power of two from 512 to
+ * 2^28; 0: 4 MiB) and `name_bytes` (block-id length 12..32; 0: 16) are fixed for its life. Refuses an
+ * existing container unless `overwrite` (CBS's create clobbers). Errors: `BCV_E_EXISTS`, `BCV_E_INVALID`
+ * (sizes),
+ * `BCV_E_STORE` (also when the store does not honour conditional writes).
+ */
+bcv_status_t bcv_container_create(bcv_handle_t container,
+                                  uint32_t block_size,
+                                  uint32_t name_bytes,
+                                  bool overwrite);
+
+/**
+ * Deletes every object of the container, the manifest first; writes how many objects were deleted
+ * besides the manifest to `*deleted` (may be NULL). Errors: `BCV_E_NOT_FOUND` (no manifest), `BCV_E_STORE`.
+ */
+bcv_status_t bcv_container_destroy(bcv_handle_t container, uint64_t *deleted);
+
+/**
+ * Lists the databases as a JSON array in `*json` (free with `bcv_bytes_free`), each
+ * `{"name", "id", "version", "parent", "blocks", "size"}`. Errors: `BCV_E_NOT_FOUND`, `BCV_E_CORRUPT`,
+ * `BCV_E_STORE`.
+ */
+bcv_status_t bcv_container_list(bcv_handle_t container, struct bcv_bytes_t *json);
+
+/**
+ * The manifest as JSON in `*json` (free with `bcv_bytes_free`): `{"block_size", "name_bytes",
+ * "max_db_id", "databases": [as bcv_container_list], "delete_list": [{"block", "timestamp_ms"}]}`.
+ * Errors: as `bcv_container_list`.
+ */
+bcv_status_t bcv_container_manifest_json(bcv_handle_t container, struct bcv_bytes_t *json);
+
+/**
+ * The store's request meter (requests, bytes, errors, retries per kind, estimated cost) as JSON in
+ * `*json` (free with `bcv_bytes_free`).
+ */
+bcv_status_t bcv_container_meter_json(bcv_handle_t container, struct bcv_bytes_t *json);
+
+/**
+ * Uploads the local database file at `path` as database `name` (a new version when it exists): blocks in
+ * parallel, then the manifest by conditional write, retried on conflicts with other writers. Calls
+ * `progress` (may be NULL) as blocks go out; writes the new version to `*version` (may be NULL).
+ * Errors: `BCV_E_IO` (the file), `BCV_E_NOT_FOUND` (no container), `BCV_E_INVALID` (name), `BCV_E_STORE`,
+ * `BCV_E_CONFLICT` (still losing after 8 attempts).
+ */
+bcv_status_t bcv_container_upload_file(bcv_handle_t container,
+                                       const char *path,
+                                       const char *name,
+                                       bcv_progress_callback_t progress,
+                                       void *user_data,
+                                       uint32_t *version);
+
+/**
+ * Downloads database `name` to the local file `path` (its whole image, written to a temporary name and
+ * renamed into place). Calls `progress` (may be NULL); writes the byte count to `*bytes` (may be NULL).
+ * Errors: `BCV_E_NOT_FOUND` (no such database or container), `BCV_E_IO`, `BCV_E_STORE`, `BCV_E_CORRUPT`.
+ */
+bcv_status_t bcv_container_download_file(bcv_handle_t container,
+                                         const char *name,
+                                         const char *path,
+                                         bcv_progress_callback_t progress,
+                                         void *user_data,
+                                         uint64_t *bytes);
+
+/**
+ * Copies database `from` to a new database `to`, sharing its blocks. Errors: `BCV_E_NOT_FOUND` (no `from`),
+ * `BCV_E_EXISTS` (`to` exists), `BCV_E_INVALID` (name), `BCV_E_STORE`, `BCV_E_CONFLICT`.
+ */
+bcv_status_t bcv_container_copy(bcv_handle_t container, const char *from, const char *to);
+
+/**
+ * Deletes database `name`; its blocks go to the delete list for `bcv_container_cleanup`.
+ * Errors: `BCV_E_NOT_FOUND`, `BCV_E_STORE`, `BCV_E_CONFLICT`.
+ */
+bcv_status_t bcv_container_delete(bcv_handle_t container, const char *name);
+
+/**
+ * Deletes blocks that have been on the delete list for at least `grace_seconds` and, when `find_orphans`,
+ * block objects referenced nowhere and older than that (left by crashed uploads). The manifest is rewritten
+ * before any block is deleted. Writes what was done to `*report` (may be NULL).
+ * Errors: `BCV_E_NOT_FOUND`, `BCV_E_STORE`, `BCV_E_CONFLICT`.
+ */
+bcv_status_t bcv_container_cleanup(bcv_handle_t container,
+                                   uint64_t grace_seconds,
+                                   bool find_orphans,
+                                   struct bcv_cleanup_report_t *report);
+
+/**
+ * Fills `*options` with the defaults (4 retries from 50 ms, 30 s per request, 8 requests at once, no
+ * options, no credentials callback). Errors: `BCV_E_INVALID` (NULL).
+ */
+bcv_status_t bcv_store_options_init(struct bcv_store_options_t *options);
+
+/**
+ * Sets the credential of a callback's answer to a string of kind `BCV_AUTH_AZURE_SAS`,
+ * `BCV_AUTH_AZURE_ACCESS_KEY` or `BCV_AUTH_BEARER` (copied). Only inside the callback.
+ * Errors: `BCV_E_INVALID` (NULL, unknown kind, not UTF-8).
+ */
+bcv_status_t bcv_auth_answer_set(struct bcv_auth_answer_t *answer, uint32_t kind, const char *value);
+
+/**
+ * Sets the credential of a callback's answer to AWS access keys (copied); `session_token` is NULL for
+ * long-term keys. Only inside the callback. Errors: `BCV_E_INVALID`.
+ */
+bcv_status_t bcv_auth_answer_set_aws(struct bcv_auth_answer_t *answer,
+                                     const char *key_id,
+                                     const char *secret_key,
+                                     const char *session_token);
+
+/**
+ * Records why the callback refuses (copied; shown in the request's error). The callback then returns a
+ * negative status. Only inside the callback. Errors: `BCV_E_INVALID`.
+ */
+bcv_status_t bcv_auth_answer_refuse(struct bcv_auth_answer_t *answer, const char *reason);
+
+/**
+ * Sets the object bytes of a `get` or `get_range` reply to a copy of `len` bytes at `data` (NULL when 0).
+ * Only inside the callback. Errors: `BCV_E_INVALID`.
+ */
+bcv_status_t bcv_store_reply_set_data(struct bcv_store_reply_t *reply, const uint8_t *data, size_t len);
+
+/**
+ * Gives the callback a zeroed buffer of `len` bytes to write the object bytes into, instead of
+ * `bcv_store_reply_set_data` (saves a copy). The buffer belongs to the reply: valid until the callback
+ * returns or the next `_alloc`/`_set_data` on it; never free it. Errors: `BCV_E_INVALID`.
+ */
+bcv_status_t bcv_store_reply_alloc(struct bcv_store_reply_t *reply, size_t len, uint8_t **data);
+
+/**
+ * Sets the ETag of a reply (copied). Errors: `BCV_E_INVALID`.
+ */
+bcv_status_t bcv_store_reply_set_etag(struct bcv_store_reply_t *reply, const char *etag);
+
+/**
+ * Sets the object size of a `head` reply. Errors: `BCV_E_INVALID`.
+ */
+bcv_status_t bcv_store_reply_set_size(struct bcv_store_reply_t *reply, uint64_t size);
+
+/**
+ * Adds one object (name copied, and its size) to a `list` reply. Errors: `BCV_E_INVALID`.
+ */
+bcv_status_t bcv_store_reply_add_object(struct bcv_store_reply_t *reply, const char *name, uint64_t size);
+
+/**
+ * Describes a failure (message copied) and whether retrying may succeed; the callback then returns a
+ * negative status. Errors: `BCV_E_INVALID`.
+ */
+bcv_status_t bcv_store_reply_set_error(struct bcv_store_reply_t *reply, const char *message, bool transient);
+
+/**
+ * Fills `*config` with the defaults: no cache directory (set one), name "bcv", a 1 GiB cache, 8 parallel
+ * requests, and the store defaults of `bcv_store_options_init`. Errors: `BCV_E_INVALID` (NULL).
+ */
+bcv_status_t bcv_vfs_config_init(struct bcv_vfs_config_t *config);
+
+/**
+ * Opens the cache directory, registers the VFS in the program's SQLite, and writes the VFS handle to
+ * `*out`. Containers attached in an earlier run in this directory are attached again without a request.
+ * The VFS is a node of `runtime`: release it with `bcv_release`, which unregisters it from SQLite. Close
+ * the SQLite connections opened through it first: a connection still open keeps working, but then the
+ * VFS's memory (and its stores) are kept until the process exits. `bcv_close` ends it (later calls return
+ * `BCV_E_CLOSED`, its jobs are cancelled; open SQLite connections keep working until closed). The call takes
+ * ownership of `config->store.auth_user_data` (see `bcv_store_options_t`), also when it fails.
+ * Errors: `BCV_E_CACHE_BUSY` (another process owns the directory), `BCV_E_INVALID` (a VFS of that name is
+ * already registered, NULL `cache_dir`), `BCV_E_IO`, `BCV_E_SQLITE`, `BCV_E_BAD_HANDLE`.
+ */
+bcv_status_t bcv_vfs_new(bcv_handle_t runtime, const struct bcv_vfs_config_t *config, bcv_handle_t *out);
+
+/**
+ * Copies the SQLite name of the VFS into `buf` (NUL-terminated, truncated to `cap`); writes its full length
+ * to `*len` (may be NULL).
+ */
+bcv_status_t bcv_vfs_name(bcv_handle_t vfs, char *buf, size_t cap, size_t *len);
+
+/**
+ * Attaches the container at `url` (forms as in `bcv_container_open`; the store options are the VFS's) as
+ * `alias`, or, when `alias` is NULL, as the last component of the URL. Copies the alias used into
+ * `alias_out` (NUL-terminated, truncated to `alias_cap`; may be NULL) and its length to `*alias_len` (may
+ * be NULL). `flags`: 0 or `BCV_ATTACH_IF_NOT_ATTACHED`. The databases are then `/alias/db`.
+ * Errors: `BCV_E_EXISTS` (alias taken), `BCV_E_NOT_FOUND` (no container there: create it first),
+ * `BCV_E_INVALID` (URL, alias, flags, or a block size other than the cache's), `BCV_E_STORE`,
+ * `BCV_E_CORRUPT`, `BCV_E_CLOSED`.
+ */
+bcv_status_t bcv_vfs_attach(bcv_handle_t vfs,
+                            const char *url,
+                            const char *alias,
+                            uint32_t flags,
+                            char *alias_out,
+                            size_t alias_cap,
+                            size_t *alias_len);
+
+/**
+ * Attaches a container in a store implemented by the application (see `bcv_store_callbacks_t`: the table
+ * is copied, and its `destroy` runs exactly once, also when this call fails) as `alias`. `label` names the
+ * store in errors and is recorded in the cache: after a restart, attach it again with the same label to
+ * reuse the cached manifest. `options` may be NULL (the defaults; its auth callback is not used).
+ * Errors: as `bcv_vfs_attach`.
+ */
+bcv_status_t bcv_vfs_attach_store(bcv_handle_t vfs,
+                                  const struct bcv_store_callbacks_t *callbacks,
+                                  const char *label,
+                                  const struct bcv_store_options_t *options,
+                                  const char *alias);
+
+/**
+ * Detaches `alias`; its running jobs are cancelled. Errors: `BCV_E_BUSY` (connections are open, or local
+ * changes are not uploaded: upload or revert them first), `BCV_E_NOT_FOUND`.
+ */
+bcv_status_t bcv_vfs_detach(bcv_handle_t vfs, const char *alias);
+
+/**
+ * Registers the virtual tables `bcv_container`, `bcv_database`, `bcv_block` and `bcv_kv` on `db`, an open
+ * `sqlite3 *` of the program's SQLite (normally one opened through this VFS: `bcv_kv` belongs to the
+ * container of its main database `/ALIAS/DB`). Call it once per connection. `bcv_kv` is transactional
+ * against the container: a COMMIT that lost a race with another client fails with `SQLITE_BUSY_SNAPSHOT`.
+ * Errors: `BCV_E_INVALID` (NULL `db`), `BCV_E_SQLITE` (SQLite refused the registration), `BCV_E_CLOSED`.
+ */
+bcv_status_t bcv_vfs_register_vtabs(bcv_handle_t vfs, void *db);
+
+/**
+ * The attached containers as JSON in `*json` (free with `bcv_bytes_free`): `[["alias", "url or label"],
+ * …]`, sorted by alias.
+ */
+bcv_status_t bcv_vfs_attached_json(bcv_handle_t vfs, struct bcv_bytes_t *json);
+
+/**
+ * Fetches the manifest of `alias` if it changed (one conditional request) and makes new versions visible:
+ * clean databases switch at once (or when their open transactions end); databases with local changes keep
+ * them. Fills `*report` (may be NULL) and writes `{"manifest_changed", "updated": [names], "added",
+ * "removed", "conflicts"}` to `*json` (may be NULL; free with `bcv_bytes_free`).
+ * Errors: `BCV_E_NOT_FOUND`, `BCV_E_STORE`, `BCV_E_CORRUPT`, `BCV_E_CLOSED`.
+ */
+bcv_status_t bcv_vfs_poll(bcv_handle_t vfs,
+                          const char *alias,
+                          struct bcv_poll_report_t *report,
+                          struct bcv_bytes_t *json);
+
+/**
+ * Uploads the local changes of every database of `alias` in one synchronous call: checkpoint, new blocks
+ * in parallel, then the manifest by conditional write (re-based onto other clients' changes to other
+ * databases). With `cleanup_grace_ms` ≥ 0, also deletes garbage blocks that waited that long (−1: none).
+ * Fills `*report` (may be NULL) and writes `{"databases": [["name", version], …], "blocks_written", …}` to
+ * `*json` (may be NULL; free with `bcv_bytes_free`).
+ * Errors: `BCV_E_CONFLICT` (another client changed one of these databases: nothing is lost; poll and
+ * revert, or keep the local changes), `BCV_E_BUSY` (a write transaction is open), `BCV_E_STORE` (nothing is
+ * lost either: retry), `BCV_E_NOT_FOUND`, `BCV_E_CLOSED`.
+ */
+bcv_status_t bcv_vfs_upload(bcv_handle_t vfs,
+                            const char *alias,
+                            int64_t cleanup_grace_ms,
+                            struct bcv_upload_report_t *report,
+                            struct bcv_bytes_t *json);
+
+/**
+ * Starts the work of `bcv_vfs_upload` in the background and writes its job handle to `*job`. Closing the
+ * job (`bcv_close`) before the manifest is sent leaves the container unchanged. Errors: `BCV_E_NOT_FOUND`,
+ * `BCV_E_CLOSED`; the upload's own errors come from `bcv_job_wait`.
+ */
+bcv_status_t bcv_vfs_upload_start(bcv_handle_t vfs,
+                                  const char *alias,
+                                  int64_t cleanup_grace_ms,
+                                  bcv_handle_t *job);
+
+/**
+ * Fetches every block of database `db` of `alias` that the cache lacks, synchronously, `nrequest` at a
+ * time, calling `progress` (may be NULL; see `bcv_progress_callback_t`) as blocks arrive. Fills `*report`
+ * (may be NULL). Errors: `BCV_E_NOT_FOUND`, `BCV_E_STORE` (what was fetched stays cached), `BCV_E_CLOSED`.
+ */
+bcv_status_t bcv_vfs_prefetch(bcv_handle_t vfs,
+                              const char *alias,
+                              const char *db,
+                              bcv_progress_callback_t progress,
+                              void *user_data,
+                              struct bcv_prefetch_report_t *report);
+
+/**
+ * Starts a prefetch of database `db` of `alias` in the background and writes its job handle to `*job`
+ * (progress: `bcv_job_progress`). Errors: `BCV_E_NOT_FOUND`, `BCV_E_CLOSED`.
+ */
+bcv_status_t bcv_vfs_prefetch_start(bcv_handle_t vfs, const char *alias, const char *db, bcv_handle_t *job);
+
+/**
+ * Drops the local changes of database `db` of `alias`, or of all its databases when `db` is NULL; writes
+ * the names reverted as a JSON array to `*json` (may be NULL; free with `bcv_bytes_free`).
+ * Errors: `BCV_E_BUSY` (a connection has a transaction open), `BCV_E_NOT_FOUND`.
+ */
+bcv_status_t bcv_vfs_revert(bcv_handle_t vfs, const char *alias, const char *db, struct bcv_bytes_t *json);
+
+/**
+ * Copies database `from` of `alias` to a new database `to` in the container (shares its blocks; the
+ * manifest is written at once). Errors: `BCV_E_NOT_FOUND`, `BCV_E_EXISTS`, `BCV_E_CONFLICT`, `BCV_E_STORE`.
+ */
+bcv_status_t bcv_vfs_copy(bcv_handle_t vfs, const char *alias, const char *from, const char *to);
+
+/**
+ * Deletes database `db` from the container attached as `alias` (the manifest is written at once).
+ * Errors: `BCV_E_NOT_FOUND`, `BCV_E_BUSY` (it is open), `BCV_E_CONFLICT`, `BCV_E_STORE`.
+ */
+bcv_status_t bcv_vfs_delete(bcv_handle_t vfs, const char *alias, const char *db);
+
+/**
+ * The status of every database of `alias` as a JSON array in `*json` (free with `bcv_bytes_free`), each
+ * `{"name", "id", "version", "size", "blocks", "dirty_blocks", "has_local_changes", "open_handles"}`.
+ * Errors: `BCV_E_NOT_FOUND`, `BCV_E_CLOSED`.
+ */
+bcv_status_t bcv_vfs_databases(bcv_handle_t vfs, const char *alias, struct bcv_bytes_t *json);
+
+/**
+ * The manifest of `alias` as this client last saw it, as JSON in `*json` (the shape of
+ * `bcv_container_manifest_json`; free with `bcv_bytes_free`). Errors: `BCV_E_NOT_FOUND`, `BCV_E_CLOSED`.
+ */
+bcv_status_t bcv_vfs_manifest_json(bcv_handle_t vfs, const char *alias, struct bcv_bytes_t *json);
+
+/**
+ * A snapshot of the request meter of `alias`'s store (requests, bytes, errors, retries per kind,
+ * estimated cost) as JSON in `*json` (free with `bcv_bytes_free`). Errors: `BCV_E_NOT_FOUND`.
+ */
+bcv_status_t bcv_vfs_meter_json(bcv_handle_t vfs, const char *alias, struct bcv_bytes_t *json);
+
+/**
+ * Fills `*stats` with the cache's activity counters and `*usage` with its occupancy (either may be NULL).
+ */
+bcv_status_t bcv_vfs_cache_stats(bcv_handle_t vfs,
+                                 struct bcv_cache_stats_t *stats,
+                                 struct bcv_cache_usage_t *usage);
+
+/**
+ * Copies the last error that a bcv VFS met inside an SQLite call on this thread (the reason behind an
+ * `SQLITE_IOERR`, `SQLITE_CANTOPEN`… that SQLite itself cannot carry) into `buf` (NUL-terminated,
+ * truncated to `cap`); writes its full length to `*len` (may be NULL). Empty when there was none; it is not
+ * cleared by later successful calls.
+ */
+bcv_status_t bcv_vfs_last_error(char *buf, size_t cap, size_t *len);
+
+/**
+ * Writes the bytes a job has done and has to do so far to `*done` and `*total` (either may be NULL; the
+ * total is known once the job has listed its blocks).
+ */
+bcv_status_t bcv_job_progress(bcv_handle_t job, uint64_t *done, uint64_t *total);
+
+/**
+ * Writes the job's state (`BCV_JOB_*`) to `*status`.
+ */
+bcv_status_t bcv_job_status(bcv_handle_t job, uint32_t *status);
+
+/**
+ * Copies what the job does ("prefetch of main/db", "upload of container main") into `buf`
+ * (NUL-terminated, truncated to `cap`); writes its full length to `*len` (may be NULL).
+ */
+bcv_status_t bcv_job_description(bcv_handle_t job, char *buf, size_t cap, size_t *len);
+
+/**
+ * Waits up to `timeout_ms` for the job to finish. On success writes its outcome as JSON to `*outcome`
+ * (may be NULL; free with `bcv_bytes_free`): `{"prefetch": {"blocks", "bytes_fetched"}}` or
+ * `{"upload": {as bcv_vfs_upload}}`. Every wait after the end returns the same status and message.
+ * Errors: `BCV_E_TIMEOUT` (still running; nothing changes), `BCV_E_CLOSED` (cancelled by `bcv_close` of
+ * the job, of its VFS, or by a detach), or the job's own error (`BCV_E_STORE`, `BCV_E_CONFLICT`…).
+ */
+bcv_status_t bcv_job_wait(bcv_handle_t job, int64_t timeout_ms, struct bcv_bytes_t *outcome);
 
 #ifdef __cplusplus
 }  // extern "C"

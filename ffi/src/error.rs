@@ -5,6 +5,8 @@ use std::ffi::{CString, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use bcv_core::handle::{Closed, Error};
+use bcv_core::vfs::VfsError;
+use bcv_core::vfs::container::ManifestError;
 
 /// A status code: `BCV_OK` (0), `BCV_EOF` (1) or a negative `BCV_E_*` error.
 pub type bcv_status_t = i32;
@@ -17,7 +19,8 @@ pub const BCV_EOF: bcv_status_t = 1;
 pub const BCV_E_CLOSED: bcv_status_t = -1;
 /// The handle is 0, was released, or was consumed by another call.
 pub const BCV_E_BAD_HANDLE: bcv_status_t = -2;
-/// Another read (or write) is in progress on this stream end.
+/// Another read (or write) is in progress on this stream end; or a database or container is in use (an open
+/// connection or transaction, local changes not uploaded): the message says which and why.
 pub const BCV_E_BUSY: bcv_status_t = -3;
 /// The time limit passed; nothing was lost and the call may be retried.
 pub const BCV_E_TIMEOUT: bcv_status_t = -4;
@@ -37,6 +40,20 @@ pub const BCV_E_ALREADY_TAKEN: bcv_status_t = -10;
 pub const BCV_E_WRONG_TYPE: bcv_status_t = -11;
 /// A strict-mode violation was recorded on this thread (`bcv_strict_check`).
 pub const BCV_E_STRICT: bcv_status_t = -12;
+/// No such object, database or container alias (a container that was never created has no manifest).
+pub const BCV_E_NOT_FOUND: bcv_status_t = -13;
+/// Someone else changed the container's manifest (or the database) since this client read it: poll and
+/// retry. No local change is lost; revert it to take the other client's version instead.
+pub const BCV_E_CONFLICT: bcv_status_t = -14;
+/// It already exists: a container, a database of that name, or an attached alias.
+pub const BCV_E_EXISTS: bcv_status_t = -15;
+/// The cache directory is owned by another process (or another VFS in this one).
+pub const BCV_E_CACHE_BUSY: bcv_status_t = -16;
+/// An object-store request failed after retries (network, server error, credentials refused), or the store
+/// does not honour conditional writes. The message names the container, the object and the cause.
+pub const BCV_E_STORE: bcv_status_t = -17;
+/// An SQLite call made by bcv itself (the cache index, bcv_kv) failed; the message has SQLite's.
+pub const BCV_E_SQLITE: bcv_status_t = -18;
 /// A bug in bcv (a caught panic); the message says where.
 pub const BCV_E_INTERNAL: bcv_status_t = -99;
 
@@ -76,11 +93,16 @@ pub(crate) fn last_closed_for(handle: u64) -> Option<Closed> {
 /// Records `error` as this thread's last error and returns its status code.
 pub(crate) fn fail(handle: u64, error: &Error) -> bcv_status_t {
     set_message(&error.to_string());
+    if let Error::Closed(c) = error {
+        let _ = LAST_CLOSED.try_with(|l| *l.borrow_mut() = Some((handle, *c)));
+    }
+    handle_status(error)
+}
+
+/// The status code of a handle-runtime error.
+fn handle_status(error: &Error) -> bcv_status_t {
     match error {
-        Error::Closed(c) => {
-            let _ = LAST_CLOSED.try_with(|l| *l.borrow_mut() = Some((handle, *c)));
-            BCV_E_CLOSED
-        }
+        Error::Closed(_) => BCV_E_CLOSED,
         Error::Busy(_) => BCV_E_BUSY,
         Error::Timeout(_) => BCV_E_TIMEOUT,
         Error::WouldDeadlock => BCV_E_WOULD_DEADLOCK,
@@ -90,6 +112,51 @@ pub(crate) fn fail(handle: u64, error: &Error) -> bcv_status_t {
         Error::Authentication(_) => BCV_E_AUTH,
         Error::Corrupt(_) => BCV_E_CORRUPT,
         _ => BCV_E_INTERNAL,
+    }
+}
+
+/// The status code of a block-cache VFS error.
+pub(crate) fn vfs_status(error: &VfsError) -> bcv_status_t {
+    match error {
+        // The manifest refusing a change names a database or an argument, not corruption.
+        VfsError::Manifest { source, .. } => match source {
+            ManifestError::NoSuchDatabase { .. } | ManifestError::NoSuchDatabaseId { .. } => BCV_E_NOT_FOUND,
+            ManifestError::DatabaseExists { .. } => BCV_E_EXISTS,
+            ManifestError::InvalidName { .. } | ManifestError::BadBlockSize(_) | ManifestError::BadNameBytes(_) => {
+                BCV_E_INVALID
+            }
+            _ => BCV_E_CORRUPT,
+        },
+        VfsError::CorruptBlock { .. } => BCV_E_CORRUPT,
+        VfsError::Store { .. } | VfsError::ShortRead { .. } | VfsError::ConditionalWritesUnsupported { .. } => {
+            BCV_E_STORE
+        }
+        VfsError::NotFound { .. } | VfsError::NoSuchDatabase { .. } | VfsError::NoSuchAlias { .. } => BCV_E_NOT_FOUND,
+        VfsError::Conflict { .. } => BCV_E_CONFLICT,
+        VfsError::AlreadyExists { .. } | VfsError::DatabaseExists { .. } | VfsError::AliasInUse { .. } => BCV_E_EXISTS,
+        VfsError::Config { .. } | VfsError::InvalidArgument(_) => BCV_E_INVALID,
+        VfsError::CacheBusy { .. } => BCV_E_CACHE_BUSY,
+        VfsError::Io { .. } => BCV_E_IO,
+        VfsError::Sqlite { .. } => BCV_E_SQLITE,
+        VfsError::Busy { .. } => BCV_E_BUSY,
+        VfsError::Closed(_) => BCV_E_CLOSED,
+        VfsError::Runtime(e) => handle_status(e),
+        // A failed job waited on a second time: only its message is left (`bcv_job_wait` keeps the first code).
+        VfsError::Job(_) => BCV_E_STORE,
+        _ => BCV_E_INTERNAL,
+    }
+}
+
+/// Records a block-cache VFS error (its message is the error's text) and returns its status code.
+pub(crate) fn fail_vfs(error: &VfsError) -> bcv_status_t {
+    fail_with(vfs_status(error), &error.to_string())
+}
+
+/// `BCV_OK` for `Ok`, otherwise the error's status with its message recorded (the value is dropped).
+pub(crate) fn status_of<T>(result: Result<T, VfsError>) -> bcv_status_t {
+    match result {
+        Ok(_) => BCV_OK,
+        Err(e) => fail_vfs(&e),
     }
 }
 
@@ -124,7 +191,12 @@ pub unsafe extern "C" fn bcv_last_error_message() -> *const c_char {
 /// The stable name of a status code ("BCV_E_CLOSED"…). Static storage; never free it.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bcv_status_name(status: bcv_status_t) -> *const c_char {
-    let name: &'static std::ffi::CStr = match status {
+    status_cname(status).as_ptr()
+}
+
+/// The stable name of a status code.
+pub(crate) fn status_cname(status: bcv_status_t) -> &'static std::ffi::CStr {
+    match status {
         BCV_OK => c"BCV_OK",
         BCV_EOF => c"BCV_EOF",
         BCV_E_CLOSED => c"BCV_E_CLOSED",
@@ -139,10 +211,15 @@ pub unsafe extern "C" fn bcv_status_name(status: bcv_status_t) -> *const c_char 
         BCV_E_ALREADY_TAKEN => c"BCV_E_ALREADY_TAKEN",
         BCV_E_WRONG_TYPE => c"BCV_E_WRONG_TYPE",
         BCV_E_STRICT => c"BCV_E_STRICT",
+        BCV_E_NOT_FOUND => c"BCV_E_NOT_FOUND",
+        BCV_E_CONFLICT => c"BCV_E_CONFLICT",
+        BCV_E_EXISTS => c"BCV_E_EXISTS",
+        BCV_E_CACHE_BUSY => c"BCV_E_CACHE_BUSY",
+        BCV_E_STORE => c"BCV_E_STORE",
+        BCV_E_SQLITE => c"BCV_E_SQLITE",
         BCV_E_INTERNAL => c"BCV_E_INTERNAL",
         _ => c"BCV_E_UNKNOWN",
-    };
-    name.as_ptr()
+    }
 }
 
 /// The stable name of a close reason ("PEER_DROPPED"…). Static storage; never free it.

@@ -3,7 +3,9 @@
 //! `libbcv.a` / `libbcv.so` and the generated `include/bcv.h`. This crate holds no logic: it converts
 //! handles, buffers, strings and errors between C and `bcv-core`, and catches every panic at the boundary.
 //! One module per concept, mirrored by one section of the header: [`error`], [`handle`] (runtime, release,
-//! close, scopes, diagnostics), [`stream`], [`future`], [`transform`], [`io`], [`tls`], [`http`].
+//! close, scopes, diagnostics), [`stream`], [`future`], [`transform`], [`io`], [`tls`], [`http`], and the
+//! block-cache VFS: [`store`] (store options, credentials callback, stores implemented in C), [`container`]
+//! (container tools without a cache), [`vfs`] (the VFS and its background jobs).
 
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]
@@ -18,5 +20,10 @@ mod table;
 pub mod tls;
 pub mod transform;
 
+// The block-cache VFS: store options and callbacks, container tools, the VFS and its jobs.
+pub mod container;
+pub mod store;
+pub mod vfs;
+
 /// The version of this C ABI. It changes whenever a signature or a constant changes incompatibly.
-pub const BCV_ABI_VERSION: u32 = 1;
+pub const BCV_ABI_VERSION: u32 = 2;

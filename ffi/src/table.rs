@@ -10,8 +10,10 @@ use bcv_core::handle::{
     FutureReader, FutureWriter, HttpFields, HttpServer, IncomingMessage, Node, ReadStream, Resource, Runtime, Scope,
     TcpListener, TcpSocket, TlsSession, WriteStream,
 };
+use bcv_core::vfs::{BlockVfs, ContainerTools};
 
 use crate::error::{BCV_E_BAD_HANDLE, BCV_E_WRONG_TYPE, bcv_status_t, fail_with};
+use crate::vfs::Job;
 
 /// Everything a `bcv_handle_t` can name.
 pub(crate) enum Object {
@@ -29,6 +31,10 @@ pub(crate) enum Object {
     HttpMessage(IncomingMessage),
     Trailers(FutureReader<Option<HttpFields>>),
     Tls(TlsSession),
+    Vfs(BlockVfs),
+    Job(Job),
+    /// Container tools: no node (nothing to close), like a runtime or a scope.
+    Container(ContainerTools),
 }
 
 impl Object {
@@ -47,7 +53,9 @@ impl Object {
             Object::HttpMessage(m) => Some(m),
             Object::Trailers(t) => Some(t),
             Object::Tls(t) => Some(t),
-            Object::Runtime(_) | Object::Scope(_) => None,
+            Object::Vfs(v) => Some(v.node()),
+            Object::Job(j) => Some(j.job.node()),
+            Object::Runtime(_) | Object::Scope(_) | Object::Container(_) => None,
         }
     }
 
@@ -67,6 +75,9 @@ impl Object {
             Object::HttpMessage(_) => "http message",
             Object::Trailers(_) => "trailers future",
             Object::Tls(_) => "tls session",
+            Object::Vfs(_) => "vfs",
+            Object::Job(_) => "vfs job",
+            Object::Container(_) => "container",
         }
     }
 }

@@ -118,7 +118,7 @@ impl JobShared {
     pub(crate) fn finish(&self, result: VfsResult<JobOutcome>) {
         let slot = match result {
             Ok(outcome) => Slot::Done(outcome),
-            // Keep the inner text: `wait` wraps it in `VfsError::Closed` again.
+            // Keep the inner text: `wait` wraps it in `Closed` again (its Display adds "is closed").
             Err(VfsError::Closed(what)) if self.control.is_cancelled() => Slot::Cancelled(what),
             Err(e) => {
                 let text = e.to_string();
@@ -181,6 +181,26 @@ impl VfsJob {
     /// Asks the job to stop at its next block (the same as `node().close()`).
     pub fn cancel(&self) {
         self.node.close();
+    }
+
+    /// Waits until the job has finished (done, failed or cancelled), at most `timeout` (`None`: no limit),
+    /// without taking its result: a later [`wait`](Self::wait) returns it at once. Returns false on timeout.
+    pub fn wait_finished(&self, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut slot = lock(&self.shared.slot);
+        while matches!(*slot, Slot::Running) {
+            slot = match deadline {
+                None => self.shared.finished.wait(slot).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    self.shared.finished.wait_timeout(slot, left).unwrap_or_else(|p| p.into_inner()).0
+                }
+            };
+        }
+        true
     }
 
     /// Waits for the job to finish, at most `timeout` (`None`: no limit). Returns `Ok(None)` on timeout.

@@ -33,4 +33,5 @@ pub use job::{JobOutcome, JobStatus, VfsJob};
 pub use sqlite::{SqliteError, last_error};
 pub use tools::{
     CleanupReport, ContainerTools, DEFAULT_BLOCK_SIZE, DEFAULT_NAME_BYTES, DatabaseInfo, Progress, list_of,
+    manifest_summary,
 };

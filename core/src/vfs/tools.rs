@@ -332,6 +332,23 @@ pub fn list_of(m: &Manifest) -> Vec<DatabaseInfo> {
         .collect()
 }
 
+/// A JSON summary of a manifest: block size, id length, largest database id, the databases (as [`list_of`])
+/// and the delete list (block id in hex, julian-day millisecond timestamp). The shape `bcv manifest` prints.
+pub fn manifest_summary(m: &Manifest) -> serde_json::Value {
+    let delete_list: Vec<serde_json::Value> = m
+        .delete_list
+        .iter()
+        .map(|d| serde_json::json!({"block": d.id.to_string(), "timestamp_ms": d.timestamp_ms}))
+        .collect();
+    serde_json::json!({
+        "block_size": m.block_size,
+        "name_bytes": m.name_bytes,
+        "max_db_id": m.max_db_id,
+        "databases": list_of(m),
+        "delete_list": delete_list,
+    })
+}
+
 fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
