@@ -70,7 +70,7 @@ fn client(dir: &Path, name: &str, url: &str) -> Result<BlockVfs> {
     let mut config = VfsConfig::new(dir);
     config.name = name.to_string();
     let vfs = BlockVfs::create(config)?;
-    vfs.attach(url, &AttachOptions { alias: Some("b".into()), if_not_attached: false })?;
+    vfs.attach(url, &AttachOptions { alias: Some("b".into()), if_not_attached: false, ..AttachOptions::default() })?;
     Ok(vfs)
 }
 

@@ -241,7 +241,10 @@ pub fn run(cmd: Command, as_json: bool) -> Result<()> {
             let mut config = VfsConfig::new(&cache);
             config.nrequest = target.nrequest;
             let vfs = BlockVfs::create(config)?;
-            let alias = vfs.attach(&target.container, &AttachOptions { alias, if_not_attached: true })?;
+            let alias = vfs.attach(
+                &target.container,
+                &AttachOptions { alias, if_not_attached: true, ..AttachOptions::default() },
+            )?;
             if poll {
                 vfs.poll(&alias)?;
             }

@@ -29,7 +29,10 @@ fn client(dir: &std::path::Path, name: &str, container: &str) -> Result<BlockVfs
     let mut config = VfsConfig::new(dir);
     config.name = name.to_string();
     let vfs = BlockVfs::create(config)?;
-    vfs.attach(container, &AttachOptions { alias: Some("demo".into()), if_not_attached: true })?;
+    vfs.attach(
+        container,
+        &AttachOptions { alias: Some("demo".into()), if_not_attached: true, ..AttachOptions::default() },
+    )?;
     Ok(vfs)
 }
 

@@ -78,7 +78,11 @@ fn setup(bs: u32, rows: i64) -> Setup {
 }
 
 fn attach(vfs: &BlockVfs, bucket: &Path) -> String {
-    vfs.attach(bucket.to_str().unwrap(), &AttachOptions { alias: Some("c".into()), if_not_attached: false }).unwrap()
+    vfs.attach(
+        bucket.to_str().unwrap(),
+        &AttachOptions { alias: Some("c".into()), if_not_attached: false, ..AttachOptions::default() },
+    )
+    .unwrap()
 }
 
 #[test]

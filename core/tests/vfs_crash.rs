@@ -33,7 +33,8 @@ fn crash_child() {
         return;
     };
     let vfs = open_vfs(Path::new(&cache), "bcvcrashchild");
-    vfs.attach(&bucket, &AttachOptions { alias: Some("c".into()), if_not_attached: true }).unwrap();
+    vfs.attach(&bucket, &AttachOptions { alias: Some("c".into()), if_not_attached: true, ..AttachOptions::default() })
+        .unwrap();
     let c = connect(&vfs);
     let mut next: i64 = c.query_row("SELECT coalesce(max(id), 0) + 1 FROM t", [], |r| r.get(0)).unwrap();
     loop {
@@ -119,7 +120,8 @@ fn two_process_writer() {
         return;
     };
     let vfs = open_vfs(Path::new(&cache), "bcvtwowriter");
-    vfs.attach(&bucket, &AttachOptions { alias: Some("c".into()), if_not_attached: true }).unwrap();
+    vfs.attach(&bucket, &AttachOptions { alias: Some("c".into()), if_not_attached: true, ..AttachOptions::default() })
+        .unwrap();
     let c = connect(&vfs);
     let mut line = String::new();
     for n in 1..=rows.parse::<i64>().unwrap() {
@@ -146,7 +148,10 @@ fn a_reader_process_polls_and_sees_each_upload_of_a_writer_process() {
 
     let reader = open_vfs(&tmp.path().join("cache-reader"), "bcvtworeader");
     reader
-        .attach(bucket.to_str().unwrap(), &AttachOptions { alias: Some("c".into()), if_not_attached: false })
+        .attach(
+            bucket.to_str().unwrap(),
+            &AttachOptions { alias: Some("c".into()), if_not_attached: false, ..AttachOptions::default() },
+        )
         .unwrap();
     let rc = connect(&reader);
     let mut child = Command::new(std::env::current_exe().unwrap())

@@ -66,7 +66,7 @@ fn full_cycle(url: &str) {
 
     let writer = open_vfs(&tmp.path().join("cache-w"));
     let reader = open_vfs(&tmp.path().join("cache-r"));
-    let attach = AttachOptions { alias: Some("c".into()), if_not_attached: false };
+    let attach = AttachOptions { alias: Some("c".into()), if_not_attached: false, ..AttachOptions::default() };
     writer.attach(url, &attach).unwrap();
     reader.attach(url, &attach).unwrap();
     let rc = connect(&reader, "main.db");

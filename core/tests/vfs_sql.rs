@@ -27,7 +27,11 @@ fn attached(dir: &Path, n: u32) -> BlockVfs {
         ContainerTools::new(store, 4).create(65536, 16, false).unwrap();
     }
     let v = vfs(&dir.join(format!("cache{n}")));
-    v.attach(bucket.to_str().unwrap(), &AttachOptions { alias: Some("c".into()), if_not_attached: false }).unwrap();
+    v.attach(
+        bucket.to_str().unwrap(),
+        &AttachOptions { alias: Some("c".into()), if_not_attached: false, ..AttachOptions::default() },
+    )
+    .unwrap();
     v
 }
 

@@ -287,7 +287,11 @@ pub unsafe extern "C" fn bcv_vfs_attach(
         }
         let url = try_status!(c_str(url, "url"));
         let alias = try_status!(opt_str(alias, "alias")).map(str::to_owned);
-        let options = AttachOptions { alias, if_not_attached: flags & BCV_ATTACH_IF_NOT_ATTACHED != 0 };
+        let options = AttachOptions {
+            alias,
+            if_not_attached: flags & BCV_ATTACH_IF_NOT_ATTACHED != 0,
+            ..AttachOptions::default()
+        };
         with_vfs(vfs, |v| match v.attach(url, &options) {
             Ok(a) => {
                 put_opt(alias_len, copy_out(&a, alias_out, alias_cap));

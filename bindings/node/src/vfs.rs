@@ -305,7 +305,8 @@ impl Handle {
     ) -> napi::Result<String> {
         let local = enter(&env)?;
         let vfs = self.vfs(&local, "vfsAttach")?;
-        let options = AttachOptions { alias, if_not_attached: if_not_attached.unwrap_or(false) };
+        let options =
+            AttachOptions { alias, if_not_attached: if_not_attached.unwrap_or(false), ..AttachOptions::default() };
         vfs.attach(&url, &options).map_err(|e| thrown(&local, &vfs, e))
     }
 

@@ -365,7 +365,7 @@ impl PyVfs {
     /// with `bcv.Container(url).create()`), `InvalidArgumentError` for a bad URL or alias.
     #[pyo3(signature = (url, alias = None, if_not_attached = false))]
     fn attach(&self, py: Python<'_>, url: String, alias: Option<String>, if_not_attached: bool) -> PyResult<String> {
-        self.run(py, move |v| v.attach(&url, &AttachOptions { alias, if_not_attached }))
+        self.run(py, move |v| v.attach(&url, &AttachOptions { alias, if_not_attached, ..AttachOptions::default() }))
     }
 
     /// Detaches `alias`. Raises `OperationalError` while a connection to it is open or it has local changes

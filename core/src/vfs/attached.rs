@@ -11,6 +11,7 @@ use futures::StreamExt;
 
 use super::cache::{BlockCache, ContainerRow, DirtyKey, PendingUploadRow, lock};
 use super::container::{BlockId, Manifest, julian_ms_from_unix_ms, julian_ms_now};
+use super::crypto::{SECURE_OBJECT, Sealer, SecureMarker, SecureOptions};
 use super::database::{Content, Database, Incoming, wal_path};
 use super::job::JobControl;
 use super::runtime::block_on;
@@ -105,6 +106,8 @@ pub(crate) struct Container {
     pub(crate) databases: Mutex<BTreeMap<String, Arc<Database>>>,
     /// Serialises uploads and other manifest writers of this client.
     writer: Mutex<()>,
+    /// Seals blocks when the container is secure.
+    sealer: Option<Arc<Sealer>>,
 }
 
 impl std::fmt::Debug for Container {
@@ -120,19 +123,26 @@ fn corrupt(store: &ContainerStore, source: super::container::ManifestError) -> V
 impl Container {
     /// Attaches: from the cache index when this alias was attached before (no request at all), otherwise by
     /// fetching the manifest. Errors: the store's, a corrupt manifest, a block size the cache cannot hold.
+    ///
+    /// A secure container (one with a `bcv_secure.json` marker) needs `secure`, whose key must open the
+    /// marker's key check; a plaintext container refuses `secure`. Errors: [`VfsError::Secure`] for either
+    /// mismatch, [`VfsError::Crypto`] for a wrong key or another cipher.
     pub(crate) fn attach(
         cache: Arc<BlockCache>,
         alias: &str,
         url: &str,
         store: ContainerStore,
+        secure: Option<&SecureOptions>,
     ) -> VfsResult<Container> {
         let recorded = cache.index().containers()?.into_iter().find(|c| c.alias == alias);
-        let (manifest, version) = match recorded {
+        let (manifest, version, sealer) = match recorded {
             Some(row) if row.url == url => {
                 let manifest = Manifest::decode(&row.manifest).map_err(|e| corrupt(&store, e))?;
                 let version: ObjectVersion = serde_json::from_str(&row.version_json)
                     .map_err(|e| VfsError::InvalidArgument(format!("cache index: bad version of {alias}: {e}")))?;
-                (manifest, version)
+                let marker = cache.index().secure_marker(alias)?;
+                let sealer = Self::sealer_for(&cache, &store, &manifest, marker.as_deref(), secure)?;
+                (manifest, version, sealer)
             }
             Some(row) => {
                 return Err(VfsError::InvalidArgument(format!(
@@ -145,6 +155,16 @@ impl Container {
                 let fetched = block_on(async move { s.get(MANIFEST_OBJECT).await })?;
                 let manifest = Manifest::decode(&fetched.bytes).map_err(|e| corrupt(&store, e))?;
                 cache.configure_block_size(manifest.block_size, store.label())?;
+                let s = store.clone();
+                let marker = match block_on(async move { s.get(SECURE_OBJECT).await }) {
+                    Ok(f) => Some(f.bytes.to_vec()),
+                    Err(VfsError::NotFound { .. }) => None,
+                    Err(e) => return Err(e),
+                };
+                let sealer = Self::sealer_for(&cache, &store, &manifest, marker.as_deref(), secure)?;
+                if let Some(marker) = &marker {
+                    cache.index().put_secure_marker(alias, marker)?;
+                }
                 let row = ContainerRow {
                     alias: alias.to_string(),
                     url: url.to_string(),
@@ -152,7 +172,7 @@ impl Container {
                     version_json: json(&fetched.version),
                 };
                 cache.index().put_container(&row)?;
-                (manifest, fetched.version)
+                (manifest, fetched.version, sealer)
             }
         };
         cache.configure_block_size(manifest.block_size, store.label())?;
@@ -165,10 +185,53 @@ impl Container {
             state: Mutex::new(ManifestState { manifest, version }),
             databases: Mutex::new(BTreeMap::new()),
             writer: Mutex::new(()),
+            sealer,
         };
         container.load_databases()?;
         container.recover_interrupted_upload()?;
         Ok(container)
+    }
+
+    /// Decides whether the container is read sealed: both the marker and options, or neither.
+    fn sealer_for(
+        cache: &BlockCache,
+        store: &ContainerStore,
+        manifest: &Manifest,
+        marker: Option<&[u8]>,
+        secure: Option<&SecureOptions>,
+    ) -> VfsResult<Option<Arc<Sealer>>> {
+        let label = store.label();
+        match (marker, secure) {
+            (None, None) => Ok(None),
+            (Some(bytes), Some(options)) => {
+                cache.configure_block_size(manifest.block_size, label)?;
+                cache.check_sealable(label)?;
+                let marker = SecureMarker::decode(label, bytes)?;
+                let chunk = BlockCache::chunk_size_for(manifest.block_size);
+                Ok(Some(Arc::new(Sealer::for_container(label, &marker, options, chunk)?)))
+            }
+            (Some(_), None) => Err(VfsError::Secure {
+                container: label.to_string(),
+                reason: "the container is secure (its blocks are encrypted): attach it with a key or cipher".into(),
+            }),
+            (None, Some(_)) => Err(VfsError::Secure {
+                container: label.to_string(),
+                reason: format!(
+                    "a key or cipher was given, but the container is not secure (it has no {SECURE_OBJECT}); \
+                     attach it without one"
+                ),
+            }),
+        }
+    }
+
+    /// The container's sealer, when it is secure.
+    pub(crate) fn sealer(&self) -> Option<&Sealer> {
+        self.sealer.as_deref()
+    }
+
+    /// The container's sealer (shared), when it is secure.
+    pub(crate) fn sealer_arc(&self) -> Option<Arc<Sealer>> {
+        self.sealer.clone()
     }
 
     fn load_databases(&self) -> VfsResult<()> {
@@ -212,7 +275,15 @@ impl Container {
     }
 
     fn new_database(&self, name: &str, content: Content) -> VfsResult<Database> {
-        let db = Database::new(&self.alias, name, self.block_size, self.store.clone(), self.cache.clone(), content);
+        let db = Database::new(
+            &self.alias,
+            name,
+            self.block_size,
+            self.store.clone(),
+            self.cache.clone(),
+            self.sealer.clone(),
+            content,
+        );
         write_placeholder(&db.local_path())?;
         Ok(db)
     }
@@ -406,22 +477,31 @@ impl Container {
                     continue;
                 }
                 let bytes = db.block_bytes(i)?;
+                // What goes to the bucket: the block itself, or sealed chunk by chunk under a random id (a
+                // content hash would tell which blocks are equal).
+                let (fresh, stored) = match &self.sealer {
+                    Some(sealer) => {
+                        let id = BlockId::random(name_bytes);
+                        (id, sealer.seal_block(&bytes, &id.object_name())?)
+                    }
+                    None => (BlockId::for_block(name_bytes, &bytes), bytes),
+                };
                 if dirty.contains(&i) {
-                    // Store what CBS stores: the tail beyond the image is zero, in the cache as in the bucket.
+                    // Store what the bucket gets: the tail beyond the image is zero, in the cache as in the
+                    // bucket, so the slot becomes the clean block without a copy.
                     let slot =
                         db.cache().dirty_slot(&DirtyKey { alias: self.alias.clone(), db: db.name.clone(), index: i });
                     if let Some(slot) = slot {
-                        db.cache().write_slot(slot, 0, &bytes)?;
+                        db.cache().write_slot_raw(slot, &stored)?;
                     }
                 }
-                let fresh = BlockId::for_block(name_bytes, &bytes);
                 let id = match fresh.md5_prefix().and_then(|m| by_md5.get(&m)) {
                     Some(existing) => {
                         report.blocks_deduplicated += 1;
                         *existing
                     }
                     None => {
-                        to_write.push((fresh, Bytes::from(bytes)));
+                        to_write.push((fresh, Bytes::from(stored)));
                         fresh
                     }
                 };

@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use super::cache::{BlockCache, DirtyKey, LocalDbRow, lock};
 use super::container::BlockId;
+use super::crypto::Sealer;
 use super::job::JobControl;
 use super::runtime::block_on;
 use super::sqlite::locks::{FileLocks, Shm};
@@ -66,6 +67,8 @@ pub(crate) struct Database {
     block_size: u32,
     store: ContainerStore,
     cache: Arc<BlockCache>,
+    /// The container's sealer when it is secure: blocks are sealed in the cache as in the bucket.
+    sealer: Option<Arc<Sealer>>,
     pub(crate) content: Mutex<Content>,
     pub(crate) incoming: Mutex<Option<Incoming>>,
     pub(crate) locks: Mutex<FileLocks>,
@@ -88,6 +91,7 @@ impl Database {
         block_size: u32,
         store: ContainerStore,
         cache: Arc<BlockCache>,
+        sealer: Option<Arc<Sealer>>,
         content: Content,
     ) -> Database {
         Database {
@@ -96,6 +100,7 @@ impl Database {
             block_size,
             store,
             cache,
+            sealer,
             content: Mutex::new(content),
             incoming: Mutex::new(None),
             locks: Mutex::new(FileLocks::default()),
@@ -170,10 +175,10 @@ impl Database {
             let n = ((bs - within as u64) as usize).min(valid - done);
             let piece = &mut buf[done..done + n];
             if let Some(slot) = self.cache.dirty_slot(&self.key(index)) {
-                self.cache.read_slot(slot, within, piece)?;
+                self.cache.read_slot(slot, within, piece, self.seal())?;
             } else if let Some(Some(id)) = clean_ids.get(k) {
                 let mut fetch = self.fetcher(*id);
-                self.cache.read_clean(id, within, piece, readahead, &mut fetch)?;
+                self.cache.read_clean(id, within, piece, readahead, &mut fetch, self.seal())?;
             } else {
                 piece.fill(0);
             }
@@ -194,7 +199,7 @@ impl Database {
             let within = (pos % bs) as u32;
             let n = ((bs - within as u64) as usize).min(data.len() - done);
             let slot = self.dirty_slot_for(index)?;
-            self.cache.write_slot(slot, within, &data[done..done + n])?;
+            self.cache.write_slot(slot, within, &data[done..done + n], self.seal())?;
             done += n;
         }
         let mut c = lock(&self.content);
@@ -213,10 +218,10 @@ impl Database {
             Some(id) => {
                 let mut block = vec![0u8; self.block_size as usize];
                 let mut fetch = self.fetcher(id);
-                self.cache.read_clean(&id, 0, &mut block, 0, &mut fetch)?;
-                self.cache.create_dirty(&key, Some(&block))
+                self.cache.read_clean(&id, 0, &mut block, 0, &mut fetch, self.seal())?;
+                self.cache.create_dirty(&key, Some(&block), self.seal())
             }
-            None => self.cache.create_dirty(&key, None),
+            None => self.cache.create_dirty(&key, None, self.seal()),
         }
     }
 
@@ -329,10 +334,10 @@ impl Database {
         let size = self.size();
         let valid = size.saturating_sub(start).min(bs) as usize;
         if let Some(slot) = self.cache.dirty_slot(&self.key(index)) {
-            self.cache.read_slot(slot, 0, &mut block)?;
+            self.cache.read_slot(slot, 0, &mut block, self.seal())?;
         } else if let Some(id) = lock(&self.content).clean.get(index as usize).copied() {
             let mut fetch = self.fetcher(id);
-            self.cache.read_clean(&id, 0, &mut block, 0, &mut fetch)?;
+            self.cache.read_clean(&id, 0, &mut block, 0, &mut fetch, self.seal())?;
         }
         block[valid..].fill(0);
         Ok(block)
@@ -373,7 +378,7 @@ impl Database {
                         }
                         let id = todo[i];
                         let mut fetch = self.fetcher(id);
-                        match self.cache.read_clean(&id, 0, &mut block, 0, &mut fetch) {
+                        match self.cache.read_clean(&id, 0, &mut block, 0, &mut fetch, self.seal()) {
                             Ok(()) => {
                                 progress(control.advance(bs));
                             }
@@ -419,6 +424,11 @@ impl Database {
     /// The dirty block indexes.
     pub(crate) fn dirty_indexes(&self) -> Vec<u32> {
         self.cache.dirty_blocks(&self.alias, &self.name).into_iter().map(|(i, _)| i).collect()
+    }
+
+    /// The container's sealer, when it is secure.
+    pub(crate) fn seal(&self) -> Option<&Sealer> {
+        self.sealer.as_deref()
     }
 
     /// The cache.

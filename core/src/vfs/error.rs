@@ -164,6 +164,26 @@ pub enum VfsError {
         /// Why it is busy.
         reason: String,
     },
+    /// A secure container's data did not decrypt (a wrong key, tampered or truncated bytes), its marker is bad,
+    /// or the cipher failed.
+    #[error("container {container}: {object}: {reason}")]
+    Crypto {
+        /// The container (store URL).
+        container: String,
+        /// What failed: a block object and chunk, the marker, a cache slot, a local file sector.
+        object: String,
+        /// Why, e.g. "authentication failed (wrong key or tampered data)".
+        reason: String,
+    },
+    /// The container is secure (its blocks are encrypted) and no key or cipher was given, or a key was given
+    /// for a container that is not secure.
+    #[error("container {container}: {reason}")]
+    Secure {
+        /// The container (store URL).
+        container: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// An argument is invalid (a name too long, a block size out of range…).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use super::attached::{Container, DatabaseStatus, PollReport, UploadOptions, UploadReport};
 use super::cache::{BlockCache, CacheStats, CacheUsage, DEFAULT_CACHE_SIZE};
 use super::container::Manifest;
+use super::crypto::SecureOptions;
 use super::database::PrefetchReport;
 use super::job::{JobControl, JobOutcome, JobShared, VfsJob};
 use super::sqlite::{Registration, VfsShared, platform_vfs};
@@ -68,6 +69,9 @@ pub struct AttachOptions {
     pub alias: Option<String>,
     /// Succeed without doing anything when a container is already attached under this alias with the same URL.
     pub if_not_attached: bool,
+    /// The cipher (with its keys) of a secure container. Required for a secure container, refused for a
+    /// plaintext one.
+    pub secure: Option<SecureOptions>,
 }
 
 /// A block-cache VFS: owns a cache directory, attaches containers and registers an SQLite VFS.
@@ -127,6 +131,7 @@ impl BlockVfs {
             open_files: AtomicUsize::new(0),
             platform: platform_vfs()?,
             nrequest: config.nrequest.max(1),
+            temp_sealer: Mutex::new(None),
         });
         let runtime = config.runtime.clone().unwrap_or_else(|| Runtime::global().clone());
         let (resource, node) = TaskResource::create(&runtime, "vfs", None).map_err(VfsError::node_closed)?;
@@ -148,7 +153,12 @@ impl BlockVfs {
                 tracing::info!(alias = %row.alias, "recorded container needs attach_store");
                 continue;
             };
-            let container = Container::attach(vfs.cache.clone(), &row.alias, &row.url, store)?;
+            // A secure container waits for its owner to attach it again with its key.
+            if vfs.cache.index().secure_marker(&row.alias)?.is_some() {
+                tracing::info!(alias = %row.alias, "recorded secure container needs its key: attach it again");
+                continue;
+            }
+            let container = Container::attach(vfs.cache.clone(), &row.alias, &row.url, store, None)?;
             vfs.insert_container(container)?;
         }
         Ok(vfs)
@@ -200,6 +210,12 @@ impl BlockVfs {
         let alias = container.alias.clone();
         let child = TaskResource::create(&self.runtime, "vfs container", Some(&self.resource.core))
             .map_err(VfsError::node_closed)?;
+        if let Some(sealer) = container.sealer() {
+            let mut temp = crate::vfs::cache::lock(&self.shared.temp_sealer);
+            if temp.is_none() {
+                *temp = Some(Arc::new(sealer.ephemeral()?));
+            }
+        }
         self.containers_mut().insert(alias.clone(), Arc::new(container));
         crate::vfs::cache::lock(&self.container_nodes).insert(alias, child);
         Ok(())
@@ -281,7 +297,7 @@ impl BlockVfs {
             return Err(VfsError::AliasInUse { alias });
         }
         let store = ContainerStore::open(url, &self.config.store)?;
-        let container = Container::attach(self.cache.clone(), &alias, url, store)?;
+        let container = Container::attach(self.cache.clone(), &alias, url, store, options.secure.as_ref())?;
         self.insert_container(container)?;
         Ok(alias)
     }
@@ -292,14 +308,29 @@ impl BlockVfs {
     ///
     /// Errors: as [`attach`](Self::attach).
     pub fn attach_store(&self, store: ContainerStore, alias: &str) -> VfsResult<String> {
+        self.attach_store_with(store, &AttachOptions { alias: Some(alias.to_string()), ..AttachOptions::default() })
+    }
+
+    /// [`attach_store`](Self::attach_store) with options: the alias (required) and, for a secure container,
+    /// its cipher. `if_not_attached` is honoured when the alias holds a container of the same label.
+    ///
+    /// Errors: as [`attach`](Self::attach); [`VfsError::InvalidArgument`] without an alias.
+    pub fn attach_store_with(&self, store: ContainerStore, options: &AttachOptions) -> VfsResult<String> {
         self.check_open()?;
+        let alias = options
+            .alias
+            .as_deref()
+            .ok_or_else(|| VfsError::InvalidArgument("attach_store_with needs an alias".into()))?;
         super::attached::validate_db_name(alias)
             .map_err(|_| VfsError::InvalidArgument(format!("alias {alias:?}: 1 to 127 bytes, without NUL or '/'")))?;
-        if self.shared.container(alias).is_some() {
+        let label = store.label().to_string();
+        if let Some(existing) = self.shared.container(alias) {
+            if options.if_not_attached && existing.url == label {
+                return Ok(alias.to_string());
+            }
             return Err(VfsError::AliasInUse { alias: alias.to_string() });
         }
-        let label = store.label().to_string();
-        let container = Container::attach(self.cache.clone(), alias, &label, store)?;
+        let container = Container::attach(self.cache.clone(), alias, &label, store, options.secure.as_ref())?;
         self.insert_container(container)?;
         Ok(alias.to_string())
     }

@@ -5,6 +5,8 @@
 //! in the container (its ETag remembered) and commits with a PUT conditional on that ETag (or on the object's
 //! absence), so a concurrent change by another client fails the commit with [`VfsError::Conflict`] and
 //! nothing is overwritten.
+//!
+//! In a secure container the object is sealed chunk by chunk like a block (its rows are application data).
 
 use std::collections::BTreeMap;
 
@@ -12,6 +14,7 @@ use bytes::Bytes;
 
 use super::attached::KV_OBJECT;
 use super::connection::Value;
+use super::crypto::{Domain, Sealer};
 use super::runtime::block_on;
 use super::sqlite::raw::{RawDb, Value as Bind};
 use super::store::{ContainerStore, ObjectVersion};
@@ -67,7 +70,7 @@ pub(crate) struct KvSnapshot {
 
 impl KvSnapshot {
     /// Brings the snapshot up to date with one conditional GET (no body when unchanged).
-    pub(crate) fn refresh(&mut self, store: &ContainerStore) -> VfsResult<()> {
+    pub(crate) fn refresh(&mut self, store: &ContainerStore, sealer: Option<&Sealer>) -> VfsResult<()> {
         let s = store.clone();
         let known = self.version.clone();
         let fetched = block_on(async move {
@@ -79,7 +82,10 @@ impl KvSnapshot {
         match fetched {
             Ok(None) => Ok(()),
             Ok(Some(f)) => {
-                self.rows = decode(store, &f.bytes)?;
+                self.rows = match sealer {
+                    Some(sealer) => decode(store, &sealer.open_chunks(Domain::Kv, &f.bytes, KV_OBJECT)?)?,
+                    None => decode(store, &f.bytes)?,
+                };
                 self.version = Some(f.version);
                 Ok(())
             }
@@ -96,8 +102,12 @@ impl KvSnapshot {
     ///
     /// Errors: [`VfsError::Conflict`] when another client changed (or created) the object since the
     /// snapshot was read: nothing is written.
-    pub(crate) fn commit(&mut self, store: &ContainerStore, rows: KvRows) -> VfsResult<()> {
-        let image = Bytes::from(encode(&rows)?);
+    pub(crate) fn commit(&mut self, store: &ContainerStore, sealer: Option<&Sealer>, rows: KvRows) -> VfsResult<()> {
+        let image = encode(&rows)?;
+        let image = Bytes::from(match sealer {
+            Some(sealer) => sealer.seal_chunks(Domain::Kv, &image, KV_OBJECT)?,
+            None => image,
+        });
         let s = store.clone();
         let base = self.version.clone();
         let version = block_on(async move {

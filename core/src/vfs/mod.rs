@@ -13,6 +13,7 @@ mod attached;
 mod cache;
 mod connection;
 pub mod container;
+mod crypto;
 mod database;
 mod error;
 mod fs;
@@ -26,6 +27,10 @@ mod tools;
 pub use attached::{DatabaseStatus, KV_OBJECT, MANIFEST_OBJECT, PollReport, UploadOptions, UploadReport};
 pub use cache::{CHUNK_SIZE, CacheStats, CacheUsage, DEFAULT_CACHE_SIZE};
 pub use connection::{ConnectOptions, Connection, Statement, Value};
+pub use crypto::{
+    AesGcmCipher, BlockCipher, CipherError, KEY_LEN, KeyProvider, Keyring, SEAL_OVERHEAD, SECURE_OBJECT, SecureMarker,
+    SecureOptions,
+};
 pub use database::PrefetchReport;
 pub use error::{VfsError, VfsResult};
 pub use fs::{AttachOptions, BlockVfs, VfsConfig};

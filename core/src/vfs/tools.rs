@@ -11,6 +11,7 @@ use futures::StreamExt;
 
 use super::attached::{KV_OBJECT, MANIFEST_OBJECT, validate_db_name};
 use super::container::{BlockId, Manifest, julian_ms_from_unix_ms, julian_ms_now};
+use super::crypto::{Domain, SECURE_OBJECT, Sealer, SecureMarker, SecureOptions};
 use super::runtime::block_on;
 use super::store::{ContainerStore, ObjectVersion};
 use super::{VfsError, VfsResult};
@@ -58,16 +59,63 @@ pub struct CleanupReport {
 }
 
 /// Container operations on one store, without a cache.
+///
+/// For a secure container, give the cipher with [`with_secure`](Self::with_secure): uploads then seal
+/// blocks, downloads open them, and `create` makes a secure container. Without it, uploads and downloads of a
+/// secure container fail with [`VfsError::Secure`] rather than mixing plaintext into it.
 #[derive(Clone, Debug)]
 pub struct ContainerTools {
     store: ContainerStore,
     nrequest: usize,
+    secure: Option<SecureOptions>,
 }
 
 impl ContainerTools {
     /// Operations on `store`, with up to `nrequest` parallel requests.
     pub fn new(store: ContainerStore, nrequest: usize) -> ContainerTools {
-        ContainerTools { store, nrequest: nrequest.max(1) }
+        ContainerTools { store, nrequest: nrequest.max(1), secure: None }
+    }
+
+    /// The same tools for a secure container with this cipher (and keys).
+    pub fn with_secure(mut self, secure: SecureOptions) -> ContainerTools {
+        self.secure = Some(secure);
+        self
+    }
+
+    /// True when the container is secure (has a `bcv_secure.json` marker). Errors: the store's.
+    pub fn is_secure(&self) -> VfsResult<bool> {
+        Ok(self.marker()?.is_some())
+    }
+
+    fn marker(&self) -> VfsResult<Option<SecureMarker>> {
+        let s = self.store.clone();
+        match block_on(async move { s.get(SECURE_OBJECT).await }) {
+            Ok(f) => Ok(Some(SecureMarker::decode(self.store.label(), &f.bytes)?)),
+            Err(VfsError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The sealer for the blocks of a container whose manifest is `m`: `None` for a plaintext container.
+    /// Errors: [`VfsError::Secure`] when the container and these tools disagree about being secure;
+    /// [`VfsError::Crypto`] for a wrong key.
+    fn sealer(&self, m: &Manifest) -> VfsResult<Option<Sealer>> {
+        let label = self.store.label();
+        match (self.marker()?, &self.secure) {
+            (None, None) => Ok(None),
+            (Some(marker), Some(options)) => {
+                let chunk = crate::vfs::CHUNK_SIZE.min(m.block_size);
+                Sealer::for_container(label, &marker, options, chunk).map(Some)
+            }
+            (Some(_), None) => Err(VfsError::Secure {
+                container: label.to_string(),
+                reason: "the container is secure (its blocks are encrypted): give its key or cipher".into(),
+            }),
+            (None, Some(_)) => Err(VfsError::Secure {
+                container: label.to_string(),
+                reason: format!("a key or cipher was given, but the container is not secure (no {SECURE_OBJECT})"),
+            }),
+        }
     }
 
     /// The store.
@@ -89,12 +137,38 @@ impl ContainerTools {
 
     /// Creates an empty container (a manifest with no database). Refuses to overwrite an existing one unless
     /// `overwrite` (CBS's create clobbers). Errors: `AlreadyExists`; a store without conditional writes.
+    ///
+    /// With [`with_secure`](Self::with_secure) the container is secure: its marker (cipher name, salt, key
+    /// check) is written first, then the manifest. Such a container cannot be read by CBS.
     pub fn create(&self, block_size: u32, name_bytes: u32, overwrite: bool) -> VfsResult<()> {
         let m = Manifest::new(block_size, name_bytes).map_err(|e| self.corrupt(e))?;
         let bytes = Bytes::from(m.encode());
+        let marker = match &self.secure {
+            Some(options) => {
+                let chunk = crate::vfs::CHUNK_SIZE.min(block_size);
+                Some(Bytes::from(SecureMarker::create(self.store.label(), options.cipher.as_ref(), chunk)?.encode()))
+            }
+            None => None,
+        };
         let s = self.store.clone();
         block_on(async move {
             s.check_conditional_writes().await?;
+            if !overwrite && s.head(MANIFEST_OBJECT).await?.is_some() {
+                return Err(VfsError::AlreadyExists {
+                    container: s.label().to_string(),
+                    object: MANIFEST_OBJECT.into(),
+                });
+            }
+            match marker {
+                Some(marker) => {
+                    s.put(SECURE_OBJECT, marker).await?;
+                }
+                None if overwrite => match s.delete(SECURE_OBJECT).await {
+                    Ok(()) | Err(VfsError::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                },
+                None => {}
+            }
             if overwrite { s.put(MANIFEST_OBJECT, bytes).await } else { s.put_if_absent(MANIFEST_OBJECT, bytes).await }
         })?;
         Ok(())
@@ -131,6 +205,7 @@ impl ContainerTools {
     pub fn upload_file(&self, path: &Path, name: &str, progress: &dyn Fn(Progress)) -> VfsResult<u32> {
         validate_db_name(name)?;
         let (manifest, _) = self.manifest()?;
+        let sealer = self.sealer(&manifest)?;
         let bs = manifest.block_size as usize;
         let nb = manifest.name_bytes as usize;
         let mut file = std::fs::File::open(path).map_err(|e| VfsError::io("open", path, e))?;
@@ -144,12 +219,19 @@ impl ContainerTools {
             if n == 0 {
                 break;
             }
-            let fresh = BlockId::for_block(nb, &block);
-            match fresh.md5_prefix().and_then(|m| by_md5.get(&m)) {
-                Some(existing) => ids.push(*existing),
-                None => {
-                    ids.push(fresh);
-                    blocks.push((fresh, Bytes::from(block)));
+            if let Some(sealer) = &sealer {
+                // Random ids and sealed chunks: nothing about the content shows in the bucket.
+                let id = BlockId::random(nb);
+                ids.push(id);
+                blocks.push((id, Bytes::from(sealer.seal_block(&block, &id.object_name())?)));
+            } else {
+                let fresh = BlockId::for_block(nb, &block);
+                match fresh.md5_prefix().and_then(|m| by_md5.get(&m)) {
+                    Some(existing) => ids.push(*existing),
+                    None => {
+                        ids.push(fresh);
+                        blocks.push((fresh, Bytes::from(block)));
+                    }
                 }
             }
             if n < bs {
@@ -195,6 +277,7 @@ impl ContainerTools {
             database: name.to_string(),
         })?;
         let ids = m.resolve(entry.id).map_err(|e| self.corrupt(e))?;
+        let sealer = self.sealer(&m)?;
         let bs = m.block_size as u64;
         let total = ids.len() as u64 * bs;
         let tmp = path.with_extension("bcv-download");
@@ -211,6 +294,10 @@ impl ContainerTools {
             let mut done = 0u64;
             while let Some(r) = gets.next().await {
                 let (id, bytes) = r?;
+                let bytes = match &sealer {
+                    Some(sealer) => sealer.open_chunks(Domain::Block, &bytes, &id.object_name())?,
+                    None => bytes.to_vec(),
+                };
                 if bytes.len() as u64 != bs {
                     return Err(VfsError::CorruptBlock {
                         container: label.clone(),

@@ -317,7 +317,7 @@ impl Vfs {
     /// the same URL under the same alias again does nothing.
     /// Errors: `Exists` (alias in use), `NotFound` (no container there), `Storage`, `Corrupt`.
     pub fn attach(&self, url: String, alias: Option<String>, if_not_attached: bool) -> Result<String, BcvError> {
-        Ok(self.inner.0.attach(&url, &cv::AttachOptions { alias, if_not_attached })?)
+        Ok(self.inner.0.attach(&url, &cv::AttachOptions { alias, if_not_attached, ..Default::default() })?)
     }
 
     /// Detaches `alias`. Errors: `Busy` while databases are open or changes are not uploaded.

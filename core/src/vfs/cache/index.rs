@@ -41,6 +41,10 @@ CREATE TABLE IF NOT EXISTS local_db(
     base_version INTEGER NOT NULL, -- the manifest version of the database the local changes started from (0: new)
     PRIMARY KEY(alias, name)
 ) STRICT;
+CREATE TABLE IF NOT EXISTS secure(
+    alias TEXT PRIMARY KEY,
+    marker BLOB NOT NULL           -- bcv_secure.json of a secure container, as read at attach
+) STRICT;
 CREATE TABLE IF NOT EXISTS pending_upload(
     alias TEXT PRIMARY KEY,
     manifest BLOB NOT NULL,        -- the manifest an interrupted upload was installing
@@ -121,6 +125,25 @@ impl Index {
         self.db
             .run("INSERT OR REPLACE INTO config(k, v) VALUES (?1, ?2)", &[Value::Text(key), Value::Int(value)])
             .map_err(|e| self.err("write config", e))
+    }
+
+    /// The secure-container marker recorded for `alias`, if the container is secure.
+    pub(crate) fn secure_marker(&self, alias: &str) -> VfsResult<Option<Vec<u8>>> {
+        let rows = self
+            .db
+            .query("SELECT marker FROM secure WHERE alias = ?1", &[Value::Text(alias)], |r| r.blob(0))
+            .map_err(|e| self.err("read secure marker", e))?;
+        Ok(rows.into_iter().next().flatten())
+    }
+
+    /// Records that `alias` is a secure container with this marker.
+    pub(crate) fn put_secure_marker(&self, alias: &str, marker: &[u8]) -> VfsResult<()> {
+        self.db
+            .run(
+                "INSERT OR REPLACE INTO secure(alias, marker) VALUES (?1, ?2)",
+                &[Value::Text(alias), Value::Blob(marker)],
+            )
+            .map_err(|e| self.err("write secure marker", e))
     }
 
     /// All slot rows.
@@ -215,6 +238,7 @@ impl Index {
             .and_then(|_| self.db.run("DELETE FROM container WHERE alias = ?1", &a))
             .and_then(|_| self.db.run("DELETE FROM local_db WHERE alias = ?1", &a))
             .and_then(|_| self.db.run("DELETE FROM pending_upload WHERE alias = ?1", &a))
+            .and_then(|_| self.db.run("DELETE FROM secure WHERE alias = ?1", &a))
             .and_then(|_| self.db.exec("COMMIT"))
             .map_err(|e| {
                 let _ = self.db.exec("ROLLBACK");

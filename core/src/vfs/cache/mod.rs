@@ -28,6 +28,7 @@ pub(crate) use index::{ContainerRow, Index, LocalDbRow, PLATFORM_VFS, PendingUpl
 use lock::DirLock;
 
 use crate::vfs::container::BlockId;
+use crate::vfs::crypto::{Domain, SEAL_OVERHEAD, Sealer};
 use crate::vfs::{VfsError, VfsResult};
 
 /// The unit in which clean slots are filled: reads fetch whole chunks of a block object, never whole blocks.
@@ -111,6 +112,9 @@ pub(crate) struct BlockCache {
     dir: PathBuf,
     capacity: u64,
     block_size: OnceLock<u32>,
+    /// Bytes between slot starts: the block size plus room for sealing every chunk (see
+    /// [`BlockCache::configure_block_size`]).
+    stride: OnceLock<u64>,
     data: File,
     data_path: PathBuf,
     index: Mutex<Index>,
@@ -145,8 +149,11 @@ impl BlockCache {
             .open(&data_path)
             .map_err(|e| VfsError::io("open", &data_path, e))?;
         let block_size = OnceLock::new();
+        let stride = OnceLock::new();
         if let Some(bs) = index.config("block_size")? {
             let _ = block_size.set(bs as u32);
+            // Caches made before secure containers existed have no recorded stride: slots are packed.
+            let _ = stride.set(index.config("slot_stride")?.map(|s| s as u64).unwrap_or(bs as u64));
         }
         let mut state = State {
             slots: Vec::new(),
@@ -193,6 +200,7 @@ impl BlockCache {
             dir: dir.to_path_buf(),
             capacity,
             block_size,
+            stride,
             data,
             data_path,
             index: Mutex::new(index),
@@ -212,8 +220,13 @@ impl BlockCache {
     }
 
     /// Fixes the slot size at the first attach; later containers must use the same block size.
+    ///
+    /// A new cache spaces its slots `block size + chunks × SEAL_OVERHEAD` bytes apart, so a slot can hold a
+    /// plaintext block (packed at its start) or a sealed one (each chunk followed by its overhead).
     pub(crate) fn configure_block_size(&self, block_size: u32, container: &str) -> VfsResult<()> {
         let current = *self.block_size.get_or_init(|| block_size);
+        let chunks = (block_size / Self::chunk_size(block_size)) as u64;
+        let stride = *self.stride.get_or_init(|| block_size as u64 + chunks * SEAL_OVERHEAD as u64);
         if current != block_size {
             return Err(VfsError::InvalidArgument(format!(
                 "container {container} uses {block_size}-byte blocks, but cache directory {} holds {current}-byte \
@@ -223,9 +236,38 @@ impl BlockCache {
         }
         let index = self.index();
         if index.config("block_size")?.is_none() {
+            index.set_config("slot_stride", stride as i64)?;
             index.set_config("block_size", block_size as i64)?;
         }
         Ok(())
+    }
+
+    /// Checks that this cache can hold sealed blocks (caches made before secure containers cannot).
+    pub(crate) fn check_sealable(&self, container: &str) -> VfsResult<()> {
+        let bs = self.block_size()?;
+        let chunks = (bs / Self::chunk_size(bs)) as u64;
+        if self.stride()? < bs as u64 + chunks * SEAL_OVERHEAD as u64 {
+            return Err(VfsError::Secure {
+                container: container.to_string(),
+                reason: format!(
+                    "cache directory {} was created by an older bcv and cannot hold encrypted blocks; use a new one",
+                    self.dir.display()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn stride(&self) -> VfsResult<u64> {
+        self.stride
+            .get()
+            .copied()
+            .ok_or_else(|| VfsError::InvalidArgument("the cache has no block size yet (attach a container)".into()))
+    }
+
+    /// The plaintext chunk size of blocks of `block_size` bytes (sealed blocks are sealed per chunk).
+    pub(crate) fn chunk_size_for(block_size: u32) -> u32 {
+        Self::chunk_size(block_size)
     }
 
     fn block_size(&self) -> VfsResult<u32> {
@@ -271,6 +313,7 @@ impl BlockCache {
         buf: &mut [u8],
         readahead: u32,
         fetch: &mut Fetch<'_>,
+        seal: Option<&Sealer>,
     ) -> VfsResult<()> {
         let bs = self.block_size()?;
         let cs = Self::chunk_size(bs);
@@ -299,7 +342,7 @@ impl BlockCache {
             }
             (slot, missing)
         };
-        let result = self.fill_and_read(slot, bs, cs, &missing, offset, buf, fetch);
+        let result = self.fill_and_read(slot, bs, cs, &missing, offset, buf, fetch, seal, id);
         let mut st = lock(&self.state);
         st.tick += 1;
         let tick = st.tick;
@@ -319,19 +362,24 @@ impl BlockCache {
         offset: u32,
         buf: &mut [u8],
         fetch: &mut Fetch<'_>,
+        seal: Option<&Sealer>,
+        id: &BlockId,
     ) -> VfsResult<()> {
+        // Sealed blocks are stored as in the bucket: each chunk followed by its overhead.
+        let pcs = if seal.is_some() { cs as u64 + SEAL_OVERHEAD as u64 } else { cs as u64 };
+        let object_size = (bs / cs) as u64 * pcs;
         if !missing.is_empty() {
             let mut ranges: Vec<Range<u64>> = Vec::new();
             for &c in missing {
-                let start = c as u64 * cs as u64;
-                let stop = (start + cs as u64).min(bs as u64);
+                let start = c as u64 * pcs;
+                let stop = (start + pcs).min(object_size);
                 match ranges.last_mut() {
                     Some(r) if r.end == start => r.end = stop,
                     _ => ranges.push(start..stop),
                 }
             }
             let parts = fetch(&ranges)?;
-            let base = slot as u64 * bs as u64;
+            let base = slot as u64 * self.stride()?;
             let mut fetched = 0u64;
             for (range, bytes) in ranges.iter().zip(parts.iter()) {
                 if bytes.len() as u64 != range.end - range.start {
@@ -356,7 +404,57 @@ impl BlockCache {
                 self.sync()?;
             }
         }
-        read_exact_at(&self.data, buf, slot as u64 * bs as u64 + offset as u64).map_err(|e| self.io("read", e))
+        match seal {
+            None => read_exact_at(&self.data, buf, slot as u64 * self.stride()? + offset as u64)
+                .map_err(|e| self.io("read", e)),
+            Some(sealer) => self.read_sealed(slot, offset, buf, sealer, &id.object_name()),
+        }
+    }
+
+    /// Reads plaintext out of a sealed slot: opens each chunk the range touches.
+    fn read_sealed(&self, slot: u32, offset: u32, buf: &mut [u8], sealer: &Sealer, what: &str) -> VfsResult<()> {
+        let cs = sealer.chunk_size() as usize;
+        let scs = sealer.sealed_chunk_size() as usize;
+        let base = slot as u64 * self.stride()?;
+        let mut sealed = vec![0u8; scs];
+        let mut plain = vec![0u8; cs];
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset as usize + done;
+            let c = pos / cs;
+            let within = pos % cs;
+            let n = (cs - within).min(buf.len() - done);
+            read_exact_at(&self.data, &mut sealed, base + (c * scs) as u64).map_err(|e| self.io("read", e))?;
+            sealer.open(Domain::Block, c as u64, &sealed, &mut plain, what)?;
+            buf[done..done + n].copy_from_slice(&plain[within..within + n]);
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Seals plaintext into a sealed slot at `offset`: re-seals each chunk the range touches.
+    fn write_sealed(&self, slot: u32, offset: u32, data: &[u8], sealer: &Sealer, what: &str) -> VfsResult<()> {
+        let cs = sealer.chunk_size() as usize;
+        let scs = sealer.sealed_chunk_size() as usize;
+        let base = slot as u64 * self.stride()?;
+        let mut sealed = vec![0u8; scs];
+        let mut plain = vec![0u8; cs];
+        let mut done = 0usize;
+        while done < data.len() {
+            let pos = offset as usize + done;
+            let c = pos / cs;
+            let within = pos % cs;
+            let n = (cs - within).min(data.len() - done);
+            if n < cs {
+                read_exact_at(&self.data, &mut sealed, base + (c * scs) as u64).map_err(|e| self.io("read", e))?;
+                sealer.open(Domain::Block, c as u64, &sealed, &mut plain, what)?;
+            }
+            plain[within..within + n].copy_from_slice(&data[done..done + n]);
+            sealer.seal(Domain::Block, c as u64, &plain, &mut sealed, what)?;
+            write_all_at(&self.data, &sealed, base + (c * scs) as u64).map_err(|e| self.io("write", e))?;
+            done += n;
+        }
+        Ok(())
     }
 
     /// The dirty slot of `key`, if the block is held locally.
@@ -375,7 +473,8 @@ impl BlockCache {
 
     /// Creates the dirty slot of `key` holding `initial` (a whole block, or zeros when `None`) and records it
     /// in the index before returning. Errors: local I/O.
-    pub(crate) fn create_dirty(&self, key: &DirtyKey, initial: Option<&[u8]>) -> VfsResult<u32> {
+    /// With `seal`, the slot holds the block sealed chunk by chunk.
+    pub(crate) fn create_dirty(&self, key: &DirtyKey, initial: Option<&[u8]>, seal: Option<&Sealer>) -> VfsResult<u32> {
         let bs = self.block_size()?;
         let slot = {
             let mut st = lock(&self.state);
@@ -395,20 +494,41 @@ impl BlockCache {
                 &zeros
             }
         };
-        write_all_at(&self.data, &bytes[..bs as usize], slot as u64 * bs as u64).map_err(|e| self.io("write", e))?;
+        let base = slot as u64 * self.stride()?;
+        match seal {
+            None => write_all_at(&self.data, &bytes[..bs as usize], base).map_err(|e| self.io("write", e))?,
+            Some(sealer) => {
+                let what = format!("dirty block {}/{} #{}", key.alias, key.db, key.index);
+                let sealed = sealer.seal_block(&bytes[..bs as usize], &what)?;
+                write_all_at(&self.data, &sealed, base).map_err(|e| self.io("write", e))?;
+            }
+        }
         Ok(slot)
     }
 
-    /// Reads from a slot. Errors: local I/O.
-    pub(crate) fn read_slot(&self, slot: u32, offset: u32, buf: &mut [u8]) -> VfsResult<()> {
-        let bs = self.block_size()?;
-        read_exact_at(&self.data, buf, slot as u64 * bs as u64 + offset as u64).map_err(|e| self.io("read", e))
+    /// Reads plaintext from a (dirty) slot, opening sealed chunks with `seal`. Errors: local I/O; with `seal`,
+    /// [`VfsError::Crypto`] when a chunk does not open.
+    pub(crate) fn read_slot(&self, slot: u32, offset: u32, buf: &mut [u8], seal: Option<&Sealer>) -> VfsResult<()> {
+        match seal {
+            None => read_exact_at(&self.data, buf, slot as u64 * self.stride()? + offset as u64)
+                .map_err(|e| self.io("read", e)),
+            Some(sealer) => self.read_sealed(slot, offset, buf, sealer, &format!("cache slot {slot}")),
+        }
     }
 
-    /// Writes into a dirty slot. Errors: local I/O.
-    pub(crate) fn write_slot(&self, slot: u32, offset: u32, data: &[u8]) -> VfsResult<()> {
-        let bs = self.block_size()?;
-        write_all_at(&self.data, data, slot as u64 * bs as u64 + offset as u64).map_err(|e| self.io("write", e))
+    /// Writes plaintext into a dirty slot, re-sealing the chunks it touches with `seal`. Errors: local I/O;
+    /// with `seal`, [`VfsError::Crypto`].
+    pub(crate) fn write_slot(&self, slot: u32, offset: u32, data: &[u8], seal: Option<&Sealer>) -> VfsResult<()> {
+        match seal {
+            None => write_all_at(&self.data, data, slot as u64 * self.stride()? + offset as u64)
+                .map_err(|e| self.io("write", e)),
+            Some(sealer) => self.write_sealed(slot, offset, data, sealer, &format!("cache slot {slot}")),
+        }
+    }
+
+    /// Overwrites a dirty slot with a whole block in its stored form (sealed, as uploaded). Errors: local I/O.
+    pub(crate) fn write_slot_raw(&self, slot: u32, bytes: &[u8]) -> VfsResult<()> {
+        write_all_at(&self.data, bytes, slot as u64 * self.stride()?).map_err(|e| self.io("write", e))
     }
 
     /// Turns uploaded dirty blocks into clean slots under their new ids, without copying. When the id is already
@@ -495,7 +615,7 @@ impl BlockCache {
     /// Finds a slot for `owner`: a free one, a new one while under capacity, or the least recently used clean
     /// one. A reused slot's new owner is written to the index before the caller overwrites its bytes.
     fn allocate(&self, st: &mut State, owner: Owner) -> VfsResult<u32> {
-        let bs = self.block_size()? as u64;
+        let bs = self.stride()?;
         let max_slots = (self.capacity / bs).max(1) as usize;
         let free = st.slots.iter().position(|s| s.owner == Owner::Free && s.pins == 0);
         let n = if let Some(n) = free {

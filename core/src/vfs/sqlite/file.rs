@@ -14,6 +14,7 @@ use super::{VfsShared, guard, set_last_error, sqlite_code};
 use crate::vfs::VfsError;
 use crate::vfs::attached::{Container, UploadOptions};
 use crate::vfs::cache::lock;
+use crate::vfs::crypto::{RawFile, SECTOR, SealedFile, SealedFileError, Sealer};
 use crate::vfs::database::Database;
 use crate::vfs::job::JobControl;
 
@@ -27,6 +28,8 @@ pub(crate) struct BcvFile {
     path: *mut c_char,
     /// The VFS, to count open files.
     vfs: *const VfsShared,
+    /// Local files of secure containers: the sealer (a leaked `Arc`, released at close); null for plain files.
+    sealer: *const Sealer,
     /// Keeps the inner file 16-byte aligned.
     _align: [u64; 0],
 }
@@ -139,6 +142,7 @@ pub(crate) unsafe fn open_delegated(
     out: *mut ffi::sqlite3_file,
     flags: c_int,
     out_flags: *mut c_int,
+    sealer: Option<Arc<Sealer>>,
 ) -> c_int {
     let c_path = match path.map(|p| CString::new(p.to_string_lossy().as_bytes())) {
         Some(Ok(c)) => c.into_raw(),
@@ -176,6 +180,7 @@ pub(crate) unsafe fn open_delegated(
     unsafe {
         (*f).path = c_path;
         (*f).vfs = sh;
+        (*f).sealer = sealer.map_or(ptr::null(), Arc::into_raw);
         (*f).base.pMethods = &LOCAL_METHODS;
     }
     ffi::SQLITE_OK
@@ -525,24 +530,154 @@ unsafe extern "C" fn local_close(f: *mut ffi::sqlite3_file) -> c_int {
             drop(CString::from_raw((*bf).path));
             (*bf).path = ptr::null_mut();
         }
+        if !(*bf).sealer.is_null() {
+            drop(Arc::from_raw((*bf).sealer));
+            (*bf).sealer = ptr::null();
+        }
         (*(*bf).vfs).open_files.fetch_sub(1, Ordering::AcqRel);
     }
     rc
 }
+/// The sealer of a local file, if it is sealed.
+///
+/// # Safety
+/// `f` is a local file opened by [`open_delegated`] and not yet closed.
+unsafe fn sealer_of<'a>(f: *mut ffi::sqlite3_file) -> Option<&'a Sealer> {
+    // SAFETY: set at open, released only at close.
+    unsafe { (*f.cast::<BcvFile>()).sealer.as_ref() }
+}
+
+/// The platform file under a sealed local file, as a [`RawFile`].
+struct PlatformFile(*mut ffi::sqlite3_file);
+
+impl RawFile for PlatformFile {
+    fn read_exact_at(&mut self, buf: &mut [u8], offset: u64) -> Result<(), i32> {
+        // SAFETY: a live inner file (see `forward!`); the buffer is valid for its length.
+        let rc = unsafe {
+            match (*(*self.0).pMethods).xRead {
+                Some(m) => m(self.0, buf.as_mut_ptr().cast(), buf.len() as c_int, offset as i64),
+                None => ffi::SQLITE_IOERR_READ,
+            }
+        };
+        if rc == ffi::SQLITE_OK { Ok(()) } else { Err(rc) }
+    }
+    fn write_all_at(&mut self, data: &[u8], offset: u64) -> Result<(), i32> {
+        // SAFETY: as above.
+        let rc = unsafe {
+            match (*(*self.0).pMethods).xWrite {
+                Some(m) => m(self.0, data.as_ptr().cast(), data.len() as c_int, offset as i64),
+                None => ffi::SQLITE_IOERR_WRITE,
+            }
+        };
+        if rc == ffi::SQLITE_OK { Ok(()) } else { Err(rc) }
+    }
+    fn size(&mut self) -> Result<u64, i32> {
+        let mut size = 0i64;
+        // SAFETY: as above.
+        let rc = unsafe {
+            match (*(*self.0).pMethods).xFileSize {
+                Some(m) => m(self.0, &mut size),
+                None => ffi::SQLITE_IOERR_FSTAT,
+            }
+        };
+        if rc == ffi::SQLITE_OK { Ok(size.max(0) as u64) } else { Err(rc) }
+    }
+    fn truncate(&mut self, size: u64) -> Result<(), i32> {
+        // SAFETY: as above.
+        let rc = unsafe {
+            match (*(*self.0).pMethods).xTruncate {
+                Some(m) => m(self.0, size as i64),
+                None => ffi::SQLITE_IOERR_TRUNCATE,
+            }
+        };
+        if rc == ffi::SQLITE_OK { Ok(()) } else { Err(rc) }
+    }
+}
+
+/// Maps a sealed-file failure to SQLite's code, recording a crypto error as the last error.
+fn sealed_code(e: SealedFileError, io_code: c_int) -> c_int {
+    match e {
+        SealedFileError::Raw(rc) => rc,
+        SealedFileError::Crypto(e) => {
+            set_last_error(&e);
+            io_code
+        }
+    }
+}
+
+/// A name for a sealed local file in error messages.
+fn local_name(f: *mut ffi::sqlite3_file) -> String {
+    // SAFETY: `path` is null or a live CString owned by the file.
+    let path = unsafe { (*f.cast::<BcvFile>()).path };
+    if path.is_null() {
+        "(temporary)".into()
+    } else {
+        // SAFETY: as above.
+        unsafe { std::ffi::CStr::from_ptr(path) }.to_string_lossy().into_owned()
+    }
+}
+
 unsafe extern "C" fn local_read(f: *mut ffi::sqlite3_file, b: *mut c_void, n: c_int, o: i64) -> c_int {
-    forward!(f, xRead, ffi::SQLITE_IOERR_READ, b, n, o)
+    // SAFETY: SQLite passes a file opened by open_delegated.
+    let Some(sealer) = (unsafe { sealer_of(f) }) else { return forward!(f, xRead, ffi::SQLITE_IOERR_READ, b, n, o) };
+    guard(ffi::SQLITE_IOERR_READ, || {
+        // SAFETY: SQLite passes a buffer of `n` bytes.
+        let buf = unsafe { std::slice::from_raw_parts_mut(b.cast::<u8>(), n.max(0) as usize) };
+        let name = local_name(f);
+        match SealedFile::new(sealer, &name).read(&mut PlatformFile(inner(f)), buf, o.max(0) as u64) {
+            Ok(got) if got == buf.len() => ffi::SQLITE_OK,
+            Ok(_) => ffi::SQLITE_IOERR_SHORT_READ,
+            Err(e) => sealed_code(e, ffi::SQLITE_IOERR_READ),
+        }
+    })
 }
 unsafe extern "C" fn local_write(f: *mut ffi::sqlite3_file, b: *const c_void, n: c_int, o: i64) -> c_int {
-    forward!(f, xWrite, ffi::SQLITE_IOERR_WRITE, b, n, o)
+    // SAFETY: SQLite passes a file opened by open_delegated.
+    let Some(sealer) = (unsafe { sealer_of(f) }) else {
+        return forward!(f, xWrite, ffi::SQLITE_IOERR_WRITE, b, n, o);
+    };
+    guard(ffi::SQLITE_IOERR_WRITE, || {
+        // SAFETY: SQLite passes `n` readable bytes.
+        let data = unsafe { std::slice::from_raw_parts(b.cast::<u8>(), n.max(0) as usize) };
+        let name = local_name(f);
+        match SealedFile::new(sealer, &name).write(&mut PlatformFile(inner(f)), data, o.max(0) as u64) {
+            Ok(()) => ffi::SQLITE_OK,
+            Err(e) => sealed_code(e, ffi::SQLITE_IOERR_WRITE),
+        }
+    })
 }
 unsafe extern "C" fn local_truncate(f: *mut ffi::sqlite3_file, s: i64) -> c_int {
-    forward!(f, xTruncate, ffi::SQLITE_IOERR_TRUNCATE, s)
+    // SAFETY: SQLite passes a file opened by open_delegated.
+    let Some(sealer) = (unsafe { sealer_of(f) }) else {
+        return forward!(f, xTruncate, ffi::SQLITE_IOERR_TRUNCATE, s);
+    };
+    guard(ffi::SQLITE_IOERR_TRUNCATE, || {
+        let name = local_name(f);
+        match SealedFile::new(sealer, &name).truncate(&mut PlatformFile(inner(f)), s.max(0) as u64) {
+            Ok(()) => ffi::SQLITE_OK,
+            Err(e) => sealed_code(e, ffi::SQLITE_IOERR_TRUNCATE),
+        }
+    })
 }
 unsafe extern "C" fn local_sync(f: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
     forward!(f, xSync, ffi::SQLITE_IOERR_FSYNC, flags)
 }
 unsafe extern "C" fn local_file_size(f: *mut ffi::sqlite3_file, out: *mut i64) -> c_int {
-    forward!(f, xFileSize, ffi::SQLITE_IOERR_FSTAT, out)
+    // SAFETY: SQLite passes a file opened by open_delegated.
+    let Some(sealer) = (unsafe { sealer_of(f) }) else {
+        return forward!(f, xFileSize, ffi::SQLITE_IOERR_FSTAT, out);
+    };
+    guard(ffi::SQLITE_IOERR_FSTAT, || {
+        let name = local_name(f);
+        match SealedFile::new(sealer, &name).size(&mut PlatformFile(inner(f))) {
+            Ok(size) => {
+                // SAFETY: SQLite passes a valid out pointer.
+                unsafe { *out = size as i64 };
+                ffi::SQLITE_OK
+            }
+            Err(e) => sealed_code(e, ffi::SQLITE_IOERR_FSTAT),
+        }
+    })
 }
 unsafe extern "C" fn local_lock(f: *mut ffi::sqlite3_file, l: c_int) -> c_int {
     forward!(f, xLock, ffi::SQLITE_OK, l)
@@ -554,13 +689,29 @@ unsafe extern "C" fn local_check_reserved(f: *mut ffi::sqlite3_file, out: *mut c
     forward!(f, xCheckReservedLock, ffi::SQLITE_OK, out)
 }
 unsafe extern "C" fn local_file_control(f: *mut ffi::sqlite3_file, op: c_int, arg: *mut c_void) -> c_int {
+    // Size hints and chunk sizes would let the platform file grow by plain zeros, which are not sealed sectors.
+    // SAFETY: SQLite passes a file opened by open_delegated.
+    if unsafe { sealer_of(f) }.is_some() && (op == ffi::SQLITE_FCNTL_SIZE_HINT || op == ffi::SQLITE_FCNTL_CHUNK_SIZE) {
+        return ffi::SQLITE_OK;
+    }
     forward!(f, xFileControl, ffi::SQLITE_NOTFOUND, op, arg)
 }
 unsafe extern "C" fn local_sector_size(f: *mut ffi::sqlite3_file) -> c_int {
+    // SAFETY: SQLite passes a file opened by open_delegated.
+    if unsafe { sealer_of(f) }.is_some() {
+        // A sealed file is rewritten a sector at a time: SQLite must not share a sector between commits.
+        return SECTOR as c_int;
+    }
     forward!(f, xSectorSize, 4096)
 }
 unsafe extern "C" fn local_device_characteristics(f: *mut ffi::sqlite3_file) -> c_int {
-    forward!(f, xDeviceCharacteristics, 0)
+    let inner_caps = forward!(f, xDeviceCharacteristics, 0);
+    // SAFETY: SQLite passes a file opened by open_delegated.
+    if unsafe { sealer_of(f) }.is_some() {
+        // Rewriting a sealed sector can tear it whole: no powersafe overwrite, no atomic writes.
+        return inner_caps & ffi::SQLITE_IOCAP_SEQUENTIAL & !ffi::SQLITE_IOCAP_POWERSAFE_OVERWRITE;
+    }
+    inner_caps
 }
 unsafe extern "C" fn local_shm_map(
     f: *mut ffi::sqlite3_file,
@@ -582,9 +733,9 @@ unsafe extern "C" fn local_shm_unmap(f: *mut ffi::sqlite3_file, d: c_int) -> c_i
 }
 unsafe extern "C" fn local_fetch(f: *mut ffi::sqlite3_file, o: i64, n: c_int, out: *mut *mut c_void) -> c_int {
     let inner = inner(f);
-    // SAFETY: a live local file; version 3 methods have xFetch.
+    // SAFETY: a live local file; version 3 methods have xFetch. A sealed file is never memory-mapped.
     unsafe {
-        if (*(*inner).pMethods).iVersion < 3 {
+        if (*(*inner).pMethods).iVersion < 3 || sealer_of(f).is_some() {
             *out = ptr::null_mut();
             return ffi::SQLITE_OK;
         }
@@ -595,7 +746,7 @@ unsafe extern "C" fn local_unfetch(f: *mut ffi::sqlite3_file, o: i64, p: *mut c_
     let inner = inner(f);
     // SAFETY: a live local file.
     unsafe {
-        if (*(*inner).pMethods).iVersion < 3 {
+        if (*(*inner).pMethods).iVersion < 3 || sealer_of(f).is_some() {
             return ffi::SQLITE_OK;
         }
     }

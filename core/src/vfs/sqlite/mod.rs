@@ -34,6 +34,8 @@ pub(crate) struct VfsShared {
     pub(crate) open_files: AtomicUsize,
     pub(crate) platform: PlatformVfs,
     pub(crate) nrequest: usize,
+    /// Seals anonymous temporary files once a secure container is attached (they may hold its data).
+    pub(crate) temp_sealer: std::sync::Mutex<Option<Arc<crate::vfs::crypto::Sealer>>>,
 }
 
 /// The platform VFS (`unix`), which SQLite never frees.
@@ -229,18 +231,22 @@ unsafe extern "C" fn x_open(
                 // SAFETY: `out` is ours to fill.
                 unsafe { file::open_main(sh, alias, db, out, flags, out_flags) }
             }
-            (Some(_), Some(PathKind::Local(local))) => {
+            (Some(p), Some(PathKind::Local(local))) => {
                 if let Some(dir) = local.parent() {
                     let _ = std::fs::create_dir_all(dir);
                 }
+                // Journals and WAL files of a secure container are sealed like its blocks.
+                let alias = p.trim_start_matches('/').split('/').next().unwrap_or("");
+                let sealer = sh.container(alias).and_then(|c| c.sealer_arc());
                 // SAFETY: `out` is ours to fill.
-                unsafe { file::open_delegated(sh, Some(&local), out, flags, out_flags) }
+                unsafe { file::open_delegated(sh, Some(&local), out, flags, out_flags, sealer) }
             }
             (Some(_), Some(PathKind::Scratch)) | (None, _) => {
                 // A scratch database or a temporary file: anonymous, deleted on close.
                 let flags = if path.is_some() { flags | ffi::SQLITE_OPEN_DELETEONCLOSE } else { flags };
+                let sealer = sh.temp_sealer.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 // SAFETY: `out` is ours to fill.
-                unsafe { file::open_delegated(sh, None, out, flags, out_flags) }
+                unsafe { file::open_delegated(sh, None, out, flags, out_flags, sealer) }
             }
             (Some(p), None) => {
                 set_last_error(&VfsError::InvalidArgument(format!(

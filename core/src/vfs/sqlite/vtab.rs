@@ -351,7 +351,7 @@ impl Tab {
         // SAFETY: the connection this table belongs to is open while its statements run.
         let in_transaction = unsafe { ffi::sqlite3_get_autocommit(self.db) } == 0;
         if !(in_transaction && kv.pinned) {
-            kv.snapshot.refresh(&container.store)?;
+            kv.snapshot.refresh(&container.store, container.sealer())?;
         }
         kv.pinned = in_transaction;
         Ok(kv.snapshot.rows.clone())
@@ -543,7 +543,7 @@ unsafe extern "C" fn x_begin(vtab: *mut ffi::sqlite3_vtab) -> c_int {
         let result = tab.kv_container().and_then(|c| {
             let mut kv = tab.kv.lock().unwrap_or_else(|p| p.into_inner());
             if !kv.pinned {
-                kv.snapshot.refresh(&c.store)?;
+                kv.snapshot.refresh(&c.store, c.sealer())?;
             }
             kv.txn = Some(kv.snapshot.rows.clone());
             kv.changed = false;
@@ -572,7 +572,7 @@ unsafe extern "C" fn x_sync(vtab: *mut ffi::sqlite3_vtab) -> c_int {
                 return Ok(());
             }
             let rows = kv.txn.clone().unwrap_or_default();
-            kv.snapshot.commit(&c.store, rows)
+            kv.snapshot.commit(&c.store, c.sealer(), rows)
         });
         match result {
             Ok(()) => ffi::SQLITE_OK,
