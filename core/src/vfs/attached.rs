@@ -151,15 +151,37 @@ impl Container {
                 )));
             }
             None => {
-                let s = store.clone();
-                let fetched = block_on(async move { s.get(MANIFEST_OBJECT).await })?;
+                let (fetched, marker) = match cache.client() {
+                    // A daemon's client: the daemon fetches with this client's credentials.
+                    Some(client) => {
+                        let reply = client.attach(alias, url, &store.options().options)?;
+                        cache.set_geometry(reply.block_size, reply.stride);
+                        let fetched =
+                            super::store::Fetched { bytes: Bytes::from(reply.manifest), version: reply.version };
+                        (fetched, reply.marker)
+                    }
+                    None => {
+                        let s = store.clone();
+                        let fetched = block_on(async move { s.get(MANIFEST_OBJECT).await })?;
+                        let s = store.clone();
+                        let marker = match block_on(async move { s.get(SECURE_OBJECT).await }) {
+                            Ok(f) => Some(f.bytes.to_vec()),
+                            Err(VfsError::NotFound { .. }) => None,
+                            Err(e) => return Err(e),
+                        };
+                        (fetched, marker)
+                    }
+                };
                 let manifest = Manifest::decode(&fetched.bytes).map_err(|e| corrupt(&store, e))?;
                 cache.configure_block_size(manifest.block_size, store.label())?;
-                let s = store.clone();
-                let marker = match block_on(async move { s.get(SECURE_OBJECT).await }) {
-                    Ok(f) => Some(f.bytes.to_vec()),
-                    Err(VfsError::NotFound { .. }) => None,
-                    Err(e) => return Err(e),
+                // A daemon's client without a key of its own gets it from the daemon (its attach proved access).
+                let from_daemon;
+                let secure = match (cache.client(), &marker, secure) {
+                    (Some(client), Some(_), None) => {
+                        from_daemon = SecureOptions::aes_gcm(&client.key(alias)?);
+                        Some(&from_daemon)
+                    }
+                    _ => secure,
                 };
                 let sealer = Self::sealer_for(&cache, &store, &manifest, marker.as_deref(), secure)?;
                 if let Some(marker) = &marker {
@@ -222,6 +244,11 @@ impl Container {
                 ),
             }),
         }
+    }
+
+    /// True when the container is read through a daemon (read-only).
+    pub(crate) fn is_daemon_client(&self) -> bool {
+        self.cache.client().is_some()
     }
 
     /// The container's sealer, when it is secure.
@@ -342,8 +369,15 @@ impl Container {
     /// once (or when their open transactions end); databases with local changes keep them.
     pub(crate) fn poll(&self) -> VfsResult<PollReport> {
         let known = lock(&self.state).version.clone();
-        let s = self.store.clone();
-        let fetched = block_on(async move { s.get_if_changed(MANIFEST_OBJECT, &known).await })?;
+        let fetched = match self.cache.client() {
+            Some(client) => client
+                .poll(&self.alias, &known)?
+                .map(|(bytes, version)| super::store::Fetched { bytes: Bytes::from(bytes), version }),
+            None => {
+                let s = self.store.clone();
+                block_on(async move { s.get_if_changed(MANIFEST_OBJECT, &known).await })?
+            }
+        };
         let Some(fetched) = fetched else { return Ok(PollReport::default()) };
         let manifest = Manifest::decode(&fetched.bytes).map_err(|e| corrupt(&self.store, e))?;
         self.install_manifest(manifest, fetched.version, fetched.bytes)
@@ -431,6 +465,7 @@ impl Container {
         control: &JobControl,
     ) -> VfsResult<UploadReport> {
         let what = format!("upload of container {}", self.alias);
+        self.cache.check_writable(&what)?;
         let _writer = lock(&self.writer);
         control.check(&what)?;
         let candidates: Vec<Arc<Database>> =
@@ -735,6 +770,7 @@ impl Container {
     /// Runs `change` on the current manifest and installs the result with a conditional PUT, re-trying on a
     /// conflict with the freshly fetched manifest.
     fn change_manifest(&self, mut change: impl FnMut(&mut Manifest) -> VfsResult<()>) -> VfsResult<Manifest> {
+        self.cache.check_writable(&format!("container {}", self.alias))?;
         let _writer = lock(&self.writer);
         for attempt in 0..=MAX_REBASES {
             let (mut manifest, version) = {

@@ -178,7 +178,7 @@ impl Database {
                 self.cache.read_slot(slot, within, piece, self.seal())?;
             } else if let Some(Some(id)) = clean_ids.get(k) {
                 let mut fetch = self.fetcher(*id);
-                self.cache.read_clean(id, within, piece, readahead, &mut fetch, self.seal())?;
+                self.cache.read_clean(&self.alias, id, within, piece, readahead, &mut fetch, self.seal())?;
             } else {
                 piece.fill(0);
             }
@@ -218,7 +218,7 @@ impl Database {
             Some(id) => {
                 let mut block = vec![0u8; self.block_size as usize];
                 let mut fetch = self.fetcher(id);
-                self.cache.read_clean(&id, 0, &mut block, 0, &mut fetch, self.seal())?;
+                self.cache.read_clean(&self.alias, &id, 0, &mut block, 0, &mut fetch, self.seal())?;
                 self.cache.create_dirty(&key, Some(&block), self.seal())
             }
             None => self.cache.create_dirty(&key, None, self.seal()),
@@ -337,7 +337,7 @@ impl Database {
             self.cache.read_slot(slot, 0, &mut block, self.seal())?;
         } else if let Some(id) = lock(&self.content).clean.get(index as usize).copied() {
             let mut fetch = self.fetcher(id);
-            self.cache.read_clean(&id, 0, &mut block, 0, &mut fetch, self.seal())?;
+            self.cache.read_clean(&self.alias, &id, 0, &mut block, 0, &mut fetch, self.seal())?;
         }
         block[valid..].fill(0);
         Ok(block)
@@ -378,7 +378,7 @@ impl Database {
                         }
                         let id = todo[i];
                         let mut fetch = self.fetcher(id);
-                        match self.cache.read_clean(&id, 0, &mut block, 0, &mut fetch, self.seal()) {
+                        match self.cache.read_clean(&self.alias, &id, 0, &mut block, 0, &mut fetch, self.seal()) {
                             Ok(()) => {
                                 progress(control.advance(bs));
                             }

@@ -184,6 +184,30 @@ pub enum VfsError {
         /// What is wrong.
         reason: String,
     },
+    /// The VFS is a read-only client of a daemon: it cannot write, upload or change containers.
+    #[error("{what}: this VFS is a read-only client of the daemon owning {}", dir.display())]
+    ReadOnly {
+        /// What was refused.
+        what: String,
+        /// The daemon's cache directory.
+        dir: PathBuf,
+    },
+    /// The daemon a client VFS uses went away (stopped, crashed, restarted); the next call reconnects.
+    #[error("the daemon owning cache directory {} went away ({cause}); the next call reconnects", dir.display())]
+    DaemonGone {
+        /// The daemon's cache directory.
+        dir: PathBuf,
+        /// What the connection reported.
+        cause: String,
+    },
+    /// The daemon refused or failed a request.
+    #[error("daemon of {}: {message}", dir.display())]
+    Daemon {
+        /// The daemon's cache directory.
+        dir: PathBuf,
+        /// The daemon's message (naming the container and object where it applies).
+        message: String,
+    },
     /// An argument is invalid (a name too long, a block size out of range…).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

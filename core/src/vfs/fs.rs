@@ -11,6 +11,7 @@ use super::attached::{Container, DatabaseStatus, PollReport, UploadOptions, Uplo
 use super::cache::{BlockCache, CacheStats, CacheUsage, DEFAULT_CACHE_SIZE};
 use super::container::Manifest;
 use super::crypto::SecureOptions;
+use super::daemon::DaemonClient;
 use super::database::PrefetchReport;
 use super::job::{JobControl, JobOutcome, JobShared, VfsJob};
 use super::sqlite::{Registration, VfsShared, platform_vfs};
@@ -123,10 +124,21 @@ impl BlockVfs {
         if !unsafe { libsqlite3_sys::sqlite3_vfs_find(name.as_ptr()) }.is_null() {
             return Err(VfsError::InvalidArgument(format!("a VFS named {:?} is already registered", config.name)));
         }
-        let cache = Arc::new(BlockCache::open(&config.cache_dir, config.cache_size)?);
+        // A daemon serving the directory makes this VFS its read-only client.
+        let cache = match DaemonClient::connect(&config.cache_dir)? {
+            Some(client) => {
+                let local = std::env::temp_dir().join(format!(
+                    "bcv-client-{}-{}",
+                    std::process::id(),
+                    super::container::BlockId::random(12)
+                ));
+                Arc::new(BlockCache::open_client(&config.cache_dir, &local, Arc::new(client))?)
+            }
+            None => Arc::new(BlockCache::open(&config.cache_dir, config.cache_size)?),
+        };
         let shared = Arc::new(VfsShared {
             name,
-            cache_dir: config.cache_dir.clone(),
+            cache_dir: cache.dir().to_path_buf(),
             containers: RwLock::new(Default::default()),
             open_files: AtomicUsize::new(0),
             platform: platform_vfs()?,
@@ -268,6 +280,13 @@ impl BlockVfs {
         &self.config.name
     }
 
+    /// True when this VFS is a read-only client of a daemon owning its cache directory (see [`Daemon`]).
+    ///
+    /// [`Daemon`]: super::Daemon
+    pub fn is_daemon_client(&self) -> bool {
+        self.cache.client().is_some()
+    }
+
     /// The cache directory.
     pub fn cache_dir(&self) -> &Path {
         &self.config.cache_dir
@@ -323,6 +342,11 @@ impl BlockVfs {
             .ok_or_else(|| VfsError::InvalidArgument("attach_store_with needs an alias".into()))?;
         super::attached::validate_db_name(alias)
             .map_err(|_| VfsError::InvalidArgument(format!("alias {alias:?}: 1 to 127 bytes, without NUL or '/'")))?;
+        if self.cache.client().is_some() {
+            return Err(VfsError::InvalidArgument(
+                "a daemon's client attaches containers by URL (the daemon opens the store itself)".into(),
+            ));
+        }
         let label = store.label().to_string();
         if let Some(existing) = self.shared.container(alias) {
             if options.if_not_attached && existing.url == label {
@@ -384,6 +408,9 @@ impl BlockVfs {
             });
         }
         container.forget()?;
+        if let Some(client) = self.cache.client() {
+            client.detach(alias);
+        }
         self.containers_mut().remove(alias);
         if let Some((_, node)) = crate::vfs::cache::lock(&self.container_nodes).remove(alias) {
             node.close();

@@ -14,6 +14,7 @@ mod cache;
 mod connection;
 pub mod container;
 mod crypto;
+mod daemon;
 mod database;
 mod error;
 mod fs;
@@ -31,6 +32,7 @@ pub use crypto::{
     AesGcmCipher, BlockCipher, CipherError, KEY_LEN, KeyProvider, Keyring, SEAL_OVERHEAD, SECURE_OBJECT, SecureMarker,
     SecureOptions,
 };
+pub use daemon::{Daemon, DaemonConfig, DaemonStats, SOCKET_FILE as DAEMON_SOCKET_FILE};
 pub use database::PrefetchReport;
 pub use error::{VfsError, VfsResult};
 pub use fs::{AttachOptions, BlockVfs, VfsConfig};

@@ -107,6 +107,14 @@ impl Index {
         Ok(index)
     }
 
+    /// A private index in memory (a daemon's client keeps no index of its own on disk).
+    pub(crate) fn open_memory() -> VfsResult<Index> {
+        let db = RawDb::open_memory().map_err(|e| VfsError::sqlite("open an in-memory cache index", e))?;
+        let index = Index { db, path: PathBuf::from("(memory)") };
+        index.db.exec(SCHEMA).map_err(|e| index.err("initialise", e))?;
+        Ok(index)
+    }
+
     fn err(&self, what: &str, e: SqliteError) -> VfsError {
         VfsError::sqlite(format!("cache index {}: {what}", self.path.display()), e)
     }

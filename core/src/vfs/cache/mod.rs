@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
 
@@ -29,6 +29,7 @@ use lock::DirLock;
 
 use crate::vfs::container::BlockId;
 use crate::vfs::crypto::{Domain, SEAL_OVERHEAD, Sealer};
+use crate::vfs::daemon::DaemonClient;
 use crate::vfs::{VfsError, VfsResult};
 
 /// The unit in which clean slots are filled: reads fetch whole chunks of a block object, never whole blocks.
@@ -119,7 +120,10 @@ pub(crate) struct BlockCache {
     data_path: PathBuf,
     index: Mutex<Index>,
     state: Mutex<State>,
-    _lock: DirLock,
+    /// The directory lock (absent for a client of a daemon, which owns the directory).
+    _lock: Option<DirLock>,
+    /// Set when this cache is a read-only client of the daemon that owns the directory.
+    client: Option<Arc<DaemonClient>>,
 }
 
 impl std::fmt::Debug for BlockCache {
@@ -205,8 +209,118 @@ impl BlockCache {
             data_path,
             index: Mutex::new(index),
             state: Mutex::new(state),
-            _lock: lock,
+            _lock: Some(lock),
+            client: None,
         })
+    }
+
+    /// A cache that reads the slots of the daemon owning `shared_dir` (read-only) and keeps its own local files
+    /// (placeholders, an in-memory index) in `local_dir`. Blocks are fetched and pinned by the daemon.
+    ///
+    /// Errors: I/O opening the daemon's slot file.
+    pub(crate) fn open_client(shared_dir: &Path, local_dir: &Path, client: Arc<DaemonClient>) -> VfsResult<BlockCache> {
+        std::fs::create_dir_all(local_dir).map_err(|e| VfsError::io("create directory", local_dir, e))?;
+        let data_path = shared_dir.join(DATA_FILE);
+        let data = OpenOptions::new().read(true).open(&data_path).map_err(|e| VfsError::io("open", &data_path, e))?;
+        Ok(BlockCache {
+            dir: local_dir.to_path_buf(),
+            capacity: client.capacity(),
+            block_size: OnceLock::new(),
+            stride: OnceLock::new(),
+            data,
+            data_path,
+            index: Mutex::new(Index::open_memory()?),
+            state: Mutex::new(State {
+                slots: Vec::new(),
+                clean: HashMap::new(),
+                dirty: HashMap::new(),
+                tick: 0,
+                pending: Vec::new(),
+                stats: CacheStats::default(),
+            }),
+            _lock: None,
+            client: Some(client),
+        })
+    }
+
+    /// The daemon this cache is a client of, if any.
+    pub(crate) fn client(&self) -> Option<&Arc<DaemonClient>> {
+        self.client.as_ref()
+    }
+
+    /// Fails with [`VfsError::ReadOnly`] when this cache is a daemon's client (it cannot hold local changes).
+    pub(crate) fn check_writable(&self, what: &str) -> VfsResult<()> {
+        match &self.client {
+            Some(c) => Err(VfsError::ReadOnly { what: what.to_string(), dir: c.dir().to_path_buf() }),
+            None => Ok(()),
+        }
+    }
+
+    /// Sets the geometry a daemon reported (client caches only; the first report wins).
+    pub(crate) fn set_geometry(&self, block_size: u32, stride: u64) {
+        let _ = self.block_size.set(block_size);
+        let _ = self.stride.set(stride);
+    }
+
+    /// Bytes between slot starts (the daemon tells its clients).
+    pub(crate) fn slot_stride(&self) -> VfsResult<u64> {
+        self.stride()
+    }
+
+    /// Daemon side: gives `id` a slot, pinned until [`unpin`](Self::unpin), filling `chunks` (of the plaintext
+    /// chunk grid; sealed blocks are fetched sealed) through `fetch`. `pinned` is the slot when the caller
+    /// already holds a pin on it. Returns the slot.
+    ///
+    /// Errors: the fetch's; local I/O.
+    pub(crate) fn pin_and_fill(
+        &self,
+        id: &BlockId,
+        pinned: Option<u32>,
+        chunks: &[u32],
+        sealed: bool,
+        fetch: &mut Fetch<'_>,
+    ) -> VfsResult<u32> {
+        let bs = self.block_size()?;
+        let cs = Self::chunk_size(bs);
+        let nchunks = bs / cs;
+        let (slot, missing) = {
+            let mut st = lock(&self.state);
+            let slot = match (pinned, st.clean.get(id)) {
+                (Some(p), Some(&n)) if p == n => n,
+                (_, Some(&n)) => {
+                    st.slots[n as usize].pins += 1;
+                    n
+                }
+                (_, None) => {
+                    let n = self.allocate(&mut st, Owner::Clean(*id))?;
+                    st.slots[n as usize].pins += 1;
+                    n
+                }
+            };
+            let s = &st.slots[slot as usize];
+            let missing: Vec<u32> = chunks.iter().copied().filter(|&c| c < nchunks && !bit(&s.present, c)).collect();
+            if missing.is_empty() {
+                st.stats.hits += 1;
+            } else {
+                st.stats.misses += 1;
+            }
+            (slot, missing)
+        };
+        let seal_size = if sealed { SEAL_OVERHEAD as u32 } else { 0 };
+        self.fill(slot, bs, cs, seal_size, &missing, fetch)?;
+        let mut st = lock(&self.state);
+        st.tick += 1;
+        let tick = st.tick;
+        st.slots[slot as usize].used = tick;
+        Ok(slot)
+    }
+
+    /// Daemon side: releases one pin taken by [`pin_and_fill`](Self::pin_and_fill).
+    pub(crate) fn unpin(&self, slot: u32) {
+        let mut st = lock(&self.state);
+        if let Some(s) = st.slots.get_mut(slot as usize) {
+            s.pins = s.pins.saturating_sub(1);
+        }
     }
 
     /// The cache directory.
@@ -308,6 +422,7 @@ impl BlockCache {
     /// Errors: the fetch's error (nothing is recorded for chunks that were not fetched), local I/O errors.
     pub(crate) fn read_clean(
         &self,
+        alias: &str,
         id: &BlockId,
         offset: u32,
         buf: &mut [u8],
@@ -317,6 +432,9 @@ impl BlockCache {
     ) -> VfsResult<()> {
         let bs = self.block_size()?;
         let cs = Self::chunk_size(bs);
+        if let Some(client) = &self.client {
+            return client.read_clean(self, alias, id, offset, buf, readahead, cs, seal);
+        }
         let end = offset as u64 + buf.len() as u64;
         if end > bs as u64 {
             return Err(VfsError::InvalidArgument(format!("read {offset}+{} beyond a {bs}-byte block", buf.len())));
@@ -365,8 +483,27 @@ impl BlockCache {
         seal: Option<&Sealer>,
         id: &BlockId,
     ) -> VfsResult<()> {
-        // Sealed blocks are stored as in the bucket: each chunk followed by its overhead.
-        let pcs = if seal.is_some() { cs as u64 + SEAL_OVERHEAD as u64 } else { cs as u64 };
+        let seal_size = if seal.is_some() { SEAL_OVERHEAD as u32 } else { 0 };
+        self.fill(slot, bs, cs, seal_size, missing, fetch)?;
+        match seal {
+            None => read_exact_at(&self.data, buf, slot as u64 * self.stride()? + offset as u64)
+                .map_err(|e| self.io("read", e)),
+            Some(sealer) => self.read_sealed(slot, offset, buf, sealer, &id.object_name()),
+        }
+    }
+
+    /// Fetches `missing` chunks into `slot` and records them. Sealed blocks (`seal_size` > 0) are stored as in
+    /// the bucket: each chunk followed by its overhead.
+    fn fill(
+        &self,
+        slot: u32,
+        bs: u32,
+        cs: u32,
+        seal_size: u32,
+        missing: &[u32],
+        fetch: &mut Fetch<'_>,
+    ) -> VfsResult<()> {
+        let pcs = cs as u64 + seal_size as u64;
         let object_size = (bs / cs) as u64 * pcs;
         if !missing.is_empty() {
             let mut ranges: Vec<Range<u64>> = Vec::new();
@@ -404,15 +541,18 @@ impl BlockCache {
                 self.sync()?;
             }
         }
-        match seal {
-            None => read_exact_at(&self.data, buf, slot as u64 * self.stride()? + offset as u64)
-                .map_err(|e| self.io("read", e)),
-            Some(sealer) => self.read_sealed(slot, offset, buf, sealer, &id.object_name()),
-        }
+        Ok(())
     }
 
     /// Reads plaintext out of a sealed slot: opens each chunk the range touches.
-    fn read_sealed(&self, slot: u32, offset: u32, buf: &mut [u8], sealer: &Sealer, what: &str) -> VfsResult<()> {
+    pub(crate) fn read_sealed(
+        &self,
+        slot: u32,
+        offset: u32,
+        buf: &mut [u8],
+        sealer: &Sealer,
+        what: &str,
+    ) -> VfsResult<()> {
         let cs = sealer.chunk_size() as usize;
         let scs = sealer.sealed_chunk_size() as usize;
         let base = slot as u64 * self.stride()?;
@@ -430,6 +570,11 @@ impl BlockCache {
             done += n;
         }
         Ok(())
+    }
+
+    /// Reads plaintext bytes of a (clean, unsealed) slot.
+    pub(crate) fn read_plain(&self, slot: u32, offset: u32, buf: &mut [u8]) -> VfsResult<()> {
+        read_exact_at(&self.data, buf, slot as u64 * self.stride()? + offset as u64).map_err(|e| self.io("read", e))
     }
 
     /// Seals plaintext into a sealed slot at `offset`: re-seals each chunk the range touches.
@@ -475,6 +620,7 @@ impl BlockCache {
     /// in the index before returning. Errors: local I/O.
     /// With `seal`, the slot holds the block sealed chunk by chunk.
     pub(crate) fn create_dirty(&self, key: &DirtyKey, initial: Option<&[u8]>, seal: Option<&Sealer>) -> VfsResult<u32> {
+        self.check_writable(&format!("database {}/{}", key.alias, key.db))?;
         let bs = self.block_size()?;
         let slot = {
             let mut st = lock(&self.state);
@@ -590,6 +736,9 @@ impl BlockCache {
 
     /// Makes everything written so far durable: syncs `blocks.bcv`, then records pending slot metadata.
     pub(crate) fn sync(&self) -> VfsResult<()> {
+        if self.client.is_some() {
+            return Ok(());
+        }
         self.data.sync_data().map_err(|e| self.io("sync", e))?;
         self.flush_index()
     }
@@ -681,6 +830,11 @@ impl BlockCache {
 
 impl Drop for BlockCache {
     fn drop(&mut self) {
+        if self.client.is_some() {
+            // A client's directory holds only its own placeholders and journals.
+            let _ = std::fs::remove_dir_all(&self.dir);
+            return;
+        }
         if let Err(e) = self.sync() {
             tracing::warn!(dir = %self.dir.display(), error = %e, "could not write the cache index on close");
         }

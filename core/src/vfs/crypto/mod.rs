@@ -157,6 +157,11 @@ impl Keyring {
         Ok(self)
     }
 
+    /// The current key id and every key (for handing a ring to a daemon's client).
+    pub(crate) fn export(&self) -> (u32, Vec<(u32, Zeroizing<[u8; KEY_LEN]>)>) {
+        (self.current, self.keys.iter().map(|(&id, k)| (id, k.clone())).collect())
+    }
+
     /// The id of the key that seals new data.
     pub fn current(&self) -> u32 {
         self.current

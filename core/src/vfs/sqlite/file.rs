@@ -126,7 +126,12 @@ pub(crate) unsafe fn open_main(
         (*f).vfs = sh;
         (*f).base.pMethods = &MAIN_METHODS;
         if !out_flags.is_null() {
-            *out_flags = flags;
+            // Through a daemon the database is read-only: SQLite then refuses writes itself.
+            *out_flags = if (*(*f).main).container.is_daemon_client() {
+                (flags & !(ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_CREATE)) | ffi::SQLITE_OPEN_READONLY
+            } else {
+                flags
+            };
         }
     }
     ffi::SQLITE_OK
