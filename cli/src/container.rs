@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bcv_core::vfs::store::{ContainerStore, StoreOptions};
 use bcv_core::vfs::{
-    AttachOptions, BlockVfs, ContainerTools, DEFAULT_BLOCK_SIZE, DEFAULT_NAME_BYTES, Progress, UploadOptions, VfsConfig,
+    AttachOptions, BlockVfs, ContainerTools, DEFAULT_BLOCK_SIZE, DEFAULT_NAME_BYTES, Daemon, DaemonConfig, Keyring,
+    Progress, SecureOptions, UploadOptions, VfsConfig,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -21,13 +22,47 @@ pub struct Target {
     /// Parallel requests.
     #[arg(long, default_value_t = 8)]
     pub nrequest: usize,
+    /// A secure container's AES-256 key: a file holding 64 hex digits (see `bcv keygen`).
+    #[arg(long, env = "BCV_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// The id of that key (recorded with every block it seals). Default 1.
+    #[arg(long, default_value_t = 1)]
+    pub key_id: u32,
+    /// Older keys that still open existing blocks after a rotation: ID=FILE, repeatable.
+    #[arg(long = "old-key", value_name = "ID=FILE")]
+    pub old_keys: Vec<String>,
 }
 
 impl Target {
     fn tools(&self) -> Result<ContainerTools> {
         let store = ContainerStore::open(&self.container, &StoreOptions::default())?;
-        Ok(ContainerTools::new(store, self.nrequest))
+        let tools = ContainerTools::new(store, self.nrequest);
+        Ok(match self.secure()? {
+            Some(s) => tools.with_secure(s),
+            None => tools,
+        })
     }
+
+    /// The cipher for a secure container, when a key file is given.
+    pub fn secure(&self) -> Result<Option<SecureOptions>> {
+        let Some(file) = &self.key_file else {
+            anyhow::ensure!(self.old_keys.is_empty(), "--old-key needs --key-file (the current key)");
+            return Ok(None);
+        };
+        let mut ring = Keyring::new(self.key_id, read_key(file)?);
+        for spec in &self.old_keys {
+            let (id, path) = spec.split_once('=').context("--old-key takes ID=FILE")?;
+            let id: u32 = id.parse().with_context(|| format!("--old-key {spec}: the id is not a number"))?;
+            ring.add(id, read_key(std::path::Path::new(path))?);
+        }
+        Ok(Some(SecureOptions::aes_gcm(&ring)))
+    }
+}
+
+/// Reads a key file: 64 hex digits.
+pub fn read_key(path: &std::path::Path) -> Result<[u8; 32]> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading key file {}", path.display()))?;
+    Keyring::parse_hex_key(&text).with_context(|| format!("key file {}", path.display()))
 }
 
 /// Container commands.
@@ -110,6 +145,24 @@ pub enum Command {
     Manifest {
         #[command(flatten)]
         target: Target,
+    },
+    /// Write a new random AES-256 key (64 hex digits) to a file readable only by its owner.
+    Keygen {
+        /// The key file to create (refused if it exists).
+        file: PathBuf,
+    },
+    /// Own a cache directory and serve it to read-only VFSs of other processes over DIR/daemon.sock, until
+    /// stopped (SIGINT/SIGTERM).
+    Daemon {
+        /// The cache directory.
+        #[arg(long, env = "BCV_CACHE_DIR")]
+        cache: PathBuf,
+        /// The one size limit all clients share, in bytes.
+        #[arg(long, default_value_t = bcv_core::vfs::DEFAULT_CACHE_SIZE)]
+        cache_size: u64,
+        /// A secure container's key, handed to clients that prove access to it: URL=KEYFILE, repeatable.
+        #[arg(long = "key", value_name = "URL=KEYFILE")]
+        keys: Vec<String>,
     },
     /// Run SQL on a database through the block-cache VFS (a cache directory; the container is attached).
     Sql {
@@ -237,14 +290,41 @@ pub fn run(cmd: Command, as_json: bool) -> Result<()> {
             });
             println!("{}", serde_json::to_string_pretty(&value)?);
         }
+        Command::Keygen { file } => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let key = Keyring::generate_key()?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&file)
+                .with_context(|| format!("creating key file {}", file.display()))?;
+            writeln!(f, "{}", hex::encode(key)).with_context(|| format!("writing {}", file.display()))?;
+            print(as_json, json!({"key_file": file}), || format!("wrote a new key to {}", file.display()));
+        }
+        Command::Daemon { cache, cache_size, keys } => {
+            let mut config = DaemonConfig::new(&cache);
+            config.cache_size = cache_size;
+            for spec in keys {
+                let (url, path) = spec.rsplit_once('=').context("--key takes URL=KEYFILE")?;
+                config.keys.insert(url.to_string(), Keyring::new(1, read_key(std::path::Path::new(path))?));
+            }
+            let daemon = Daemon::start(config)?;
+            print(as_json, json!({"socket": daemon.socket_path()}), || {
+                format!("bcv daemon serving {} on {}", cache.display(), daemon.socket_path().display())
+            });
+            // Serve until a signal ends the process; the next daemon on the directory clears the socket file.
+            loop {
+                std::thread::park();
+            }
+        }
         Command::Sql { target, cache, alias, poll, upload, prefetch, database, sql } => {
             let mut config = VfsConfig::new(&cache);
             config.nrequest = target.nrequest;
             let vfs = BlockVfs::create(config)?;
-            let alias = vfs.attach(
-                &target.container,
-                &AttachOptions { alias, if_not_attached: true, ..AttachOptions::default() },
-            )?;
+            let alias = vfs
+                .attach(&target.container, &AttachOptions { alias, if_not_attached: true, secure: target.secure()? })?;
             if poll {
                 vfs.poll(&alias)?;
             }
