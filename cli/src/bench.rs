@@ -45,6 +45,9 @@ pub enum Suite {
     Streams,
     /// The block-cache VFS: cold and warm queries against plain SQLite, upload (`--url` picks the store).
     Vfs,
+    /// Internal: the second process of `bench vfs`, reading through the daemon of `BCV_BENCH_DAEMON_DIR`.
+    #[value(hide = true)]
+    VfsDaemonClient,
 }
 
 const CHUNK: usize = 64 * 1024;
@@ -251,6 +254,9 @@ pub(crate) fn print(title: &str, figures: &[Figure], json: bool) {
 
 /// Runs the benchmark and prints its figures.
 pub fn run(args: Args, json: bool) -> Result<()> {
+    if let Suite::VfsDaemonClient = args.suite {
+        return crate::bench_vfs::daemon_client(&args);
+    }
     if let Suite::Vfs = args.suite {
         return crate::bench_vfs::run(&args, json);
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use bcv_core::vfs::store::{ContainerStore, MeterSnapshot, StoreOptions};
-use bcv_core::vfs::{AttachOptions, BlockVfs, ContainerTools, UploadOptions, VfsConfig};
+use bcv_core::vfs::{AttachOptions, BlockVfs, ContainerTools, Daemon, DaemonConfig, UploadOptions, VfsConfig};
 use rusqlite::{Connection, OpenFlags};
 
 use crate::bench::{Args, Figure, print};
@@ -190,6 +190,8 @@ pub fn run(args: &Args, json: bool) -> Result<()> {
     a.prefetch("b", DB, &|_| {})?;
     let n = args.point_queries;
     let (b, p) = best_of_three(|| point_queries(&c, n), || point_queries(&plain, n))?;
+    let warm_point_us = us_per(b, n);
+    let plain_sum = point_queries(&plain, n)?.1;
     figures.push(Figure {
         name: "warm point query (index + table lookup)",
         value: us_per(b, n),
@@ -206,6 +208,33 @@ pub fn run(args: &Args, json: bool) -> Result<()> {
         baseline: Some(("plain SQLite, local file", ms(p) / s as f64)),
         goal: "<= 1.05x",
     });
+
+    // Multi-process mode: a second process reads through a daemon owning another cache directory.
+    let daemon_dir = tmp.join("cache-daemon");
+    let daemon = Daemon::start(DaemonConfig::new(&daemon_dir))?;
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(["bench", "vfs-daemon-client", "--url", &url, "--point-queries", &n.to_string()])
+        .env("BCV_BENCH_DAEMON_DIR", &daemon_dir)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("start the daemon's client process")?;
+    ensure!(out.status.success(), "the daemon's client process failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |key: &str| -> Result<f64> {
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("the client process printed no {key}: {text}"))
+    };
+    ensure!(field("sum=")? as i64 == plain_sum, "through the daemon the point queries read other rows");
+    figures.push(Figure {
+        name: "warm point query, second process through the daemon",
+        value: field("us=")?,
+        unit: "us",
+        baseline: Some(("in-process warm point query", warm_point_us)),
+        goal: "<= 2x",
+    });
+    daemon.stop();
 
     // Cold full scan, against downloading the whole file and scanning it.
     let cold = client(&tmp.join("cache-b"), "bcvbench_b", &url)?;
@@ -300,6 +329,26 @@ pub fn run(args: &Args, json: bool) -> Result<()> {
     );
     let _ = tools.destroy();
     std::fs::remove_dir_all(&tmp).ok();
+    Ok(())
+}
+
+/// The second process of the daemon figure: a client VFS on the daemon's directory, warmed, then timed.
+pub fn daemon_client(args: &Args) -> Result<()> {
+    let dir = std::env::var_os("BCV_BENCH_DAEMON_DIR").context("BCV_BENCH_DAEMON_DIR is not set")?;
+    let url = args.url.as_deref().context("--url is required")?;
+    let vfs = client(Path::new(&dir), "bcvbench_daemon_client", url)?;
+    ensure!(vfs.is_daemon_client(), "no daemon serves {}", Path::new(&dir).display());
+    let c = open(&vfs)?;
+    let n = args.point_queries;
+    point_queries(&c, n)?; // warm: the daemon fetches and pins what the queries need
+    let mut best = Duration::MAX;
+    let mut sum = 0;
+    for _ in 0..3 {
+        let (t, s) = point_queries(&c, n)?;
+        best = best.min(t);
+        sum = s;
+    }
+    println!("us={} sum={sum}", us_per(best, n));
     Ok(())
 }
 
