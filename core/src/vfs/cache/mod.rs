@@ -420,6 +420,7 @@ impl BlockCache {
     /// (plus up to `readahead` further bytes of the same block) through `fetch` in coalesced ranges.
     ///
     /// Errors: the fetch's error (nothing is recorded for chunks that were not fetched), local I/O errors.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn read_clean(
         &self,
         alias: &str,

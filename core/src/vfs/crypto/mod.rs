@@ -115,6 +115,9 @@ pub trait BlockCipher: Send + Sync {
 /// id per cipher (keys are kept in memory, wiped on drop).
 pub type KeyProvider = dyn Fn(u32) -> Option<[u8; KEY_LEN]> + Send + Sync;
 
+/// A key held in memory, wiped when dropped.
+pub(crate) type SecretKey = Zeroizing<[u8; KEY_LEN]>;
+
 /// The AES-256 keys of a secure container, by id, and the id that seals new data.
 #[derive(Clone, Default)]
 pub struct Keyring {
@@ -158,7 +161,7 @@ impl Keyring {
     }
 
     /// The current key id and every key (for handing a ring to a daemon's client).
-    pub(crate) fn export(&self) -> (u32, Vec<(u32, Zeroizing<[u8; KEY_LEN]>)>) {
+    pub(crate) fn export(&self) -> (u32, Vec<(u32, SecretKey)>) {
         (self.current, self.keys.iter().map(|(&id, k)| (id, k.clone())).collect())
     }
 

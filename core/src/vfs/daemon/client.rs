@@ -26,6 +26,9 @@ struct Known {
     order: VecDeque<BlockId>,
 }
 
+/// A container attached through the daemon: its URL and the client's store options.
+type AttachedUrl = (String, Vec<(String, String)>);
+
 /// What an attach through the daemon returns.
 pub(crate) struct AttachReply {
     pub(crate) block_size: u32,
@@ -44,7 +47,7 @@ pub(crate) struct DaemonClient {
     conn: Mutex<Option<Connection>>,
     known: Mutex<Known>,
     /// Attached containers (alias → URL, store options), to attach again after a reconnect.
-    attached: Mutex<HashMap<String, (String, Vec<(String, String)>)>>,
+    attached: Mutex<HashMap<String, AttachedUrl>>,
     max_pins: Mutex<usize>,
 }
 
@@ -113,7 +116,7 @@ impl DaemonClient {
             *conn = Some(fresh);
             // A new daemon: no pins survive; attach every container again on the new connection.
             *lock(&self.known) = Known::default();
-            let attached: Vec<(String, (String, Vec<(String, String)>))> =
+            let attached: Vec<(String, AttachedUrl)> =
                 lock(&self.attached).iter().map(|(a, v)| (a.clone(), v.clone())).collect();
             for (alias, (url, options)) in attached {
                 let again = Request::Attach { alias, url, options };

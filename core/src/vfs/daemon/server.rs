@@ -196,11 +196,8 @@ fn serve(server: Arc<Server>, stream: UnixStream) {
     let Ok(read_half) = stream.try_clone() else { return };
     let mut reader = BufReader::new(read_half);
     let mut writer = BufWriter::new(stream);
-    loop {
-        let (request, _payload): (Request, Vec<u8>) = match read_frame(&mut reader) {
-            Ok(r) => r,
-            Err(_) => break, // the client went away (or sent garbage): end the session
-        };
+    // The session ends when the client goes away (or sends garbage).
+    while let Ok((request, _payload)) = read_frame::<Request>(&mut reader) {
         if server.stopping.load(Ordering::SeqCst) {
             break;
         }
