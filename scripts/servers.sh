@@ -62,8 +62,9 @@ _bcv_track_server() {
     trap bcv_stop_servers EXIT
 }
 
-# Installs Azurite (once), starts its blob service, creates a container. Exports BCV_TEST_AZURE_URL (the az://
-# URL of that container, with the emulator's well-known key) and AZURITE_BLOB_STORAGE_URL.
+# Installs Azurite (once), starts its blob service, creates containers. Exports BCV_TEST_AZURE_URL (the az://
+# URL of the first, with the emulator's well-known key), BCV_TEST_AZURE_VFS_URL and BCV_TEST_AZURE_LEASE_URL (two
+# more, each owned by one test file) and AZURITE_BLOB_STORAGE_URL.
 bcv_start_azurite() {
     local dir="$BCV_CACHE/azurite" installed=""
     if [ -f "$dir/node_modules/azurite/package.json" ]; then
@@ -91,6 +92,10 @@ bcv_start_azurite() {
     BCV_TEST_AZURE_VFS_URL=$(python3 "$BCV_ROOT/scripts/azurite-container.py" --print-url \
         --endpoint "http://127.0.0.1:$port/devstoreaccount1" --container "$container-vfs")
     export BCV_TEST_AZURE_VFS_URL
+    # A third one for the lease tests (core/tests/vfs_lease.rs), whose processes race on a whole container.
+    BCV_TEST_AZURE_LEASE_URL=$(python3 "$BCV_ROOT/scripts/azurite-container.py" --print-url \
+        --endpoint "http://127.0.0.1:$port/devstoreaccount1" --container "$container-lease")
+    export BCV_TEST_AZURE_LEASE_URL
     export AZURITE_BLOB_STORAGE_URL="http://127.0.0.1:$port"
     echo "Azurite $BCV_AZURITE_VERSION on 127.0.0.1:$port (pid $pid), container $container"
 }

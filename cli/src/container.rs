@@ -1,5 +1,6 @@
 //! Container commands: create, destroy, upload, download, list, copy, delete, cleanup, manifest (no cache),
-//! and `sql`, which runs SQL through the block-cache VFS on a cache directory.
+//! `lease` (the single-writer lease lock), and `sql`, which runs SQL through the block-cache VFS on a cache
+//! directory.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use anyhow::{Context, Result};
 use bcv_core::vfs::store::{ContainerStore, StoreOptions};
 use bcv_core::vfs::{
     AttachOptions, BlockVfs, ContainerTools, DEFAULT_BLOCK_SIZE, DEFAULT_NAME_BYTES, Daemon, DaemonConfig, Keyring,
-    Progress, SecureOptions, UploadOptions, VfsConfig,
+    LeaseInfo, LeaseOptions, Progress, SecureOptions, UploadOptions, VfsConfig,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -31,6 +32,10 @@ pub struct Target {
     /// Older keys that still open existing blocks after a rotation: ID=FILE, repeatable.
     #[arg(long = "old-key", value_name = "ID=FILE")]
     pub old_keys: Vec<String>,
+    /// Write as the holder of this lease (a token printed by `bcv lease obtain`): the manifest write renews it
+    /// instead of being refused while the lease is held. Only commands that write use it.
+    #[arg(long, env = "BCV_LEASE_TOKEN")]
+    pub lease_token: Option<String>,
 }
 
 impl Target {
@@ -57,12 +62,84 @@ impl Target {
         }
         Ok(Some(SecureOptions::aes_gcm(&ring)))
     }
+
+    /// The tools for a command that writes the manifest: holding the lease `--lease-token` names, if any.
+    fn writer(&self) -> Result<ContainerTools> {
+        let tools = self.tools()?;
+        if let Some(token) = &self.lease_token {
+            tools.lease_adopt(token).context("--lease-token")?;
+        }
+        Ok(tools)
+    }
 }
 
 /// Reads a key file: 64 hex digits.
 pub fn read_key(path: &std::path::Path) -> Result<[u8; 32]> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading key file {}", path.display()))?;
     Keyring::parse_hex_key(&text).with_context(|| format!("key file {}", path.display()))
+}
+
+/// The container a lease command works on, and how it treats clocks.
+#[derive(clap::Args, Clone)]
+pub struct LeaseTarget {
+    /// The container: a directory, file:///dir, memory://name, s3://bucket?…, az://container?…, gs://bucket?…
+    #[arg(long, short = 'c', env = "BCV_CONTAINER")]
+    pub container: String,
+    /// How far clocks of lease users may disagree: an expired lease is taken over only this long after its
+    /// expiry (e.g. 5s, 500ms).
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub max_skew: Duration,
+    /// The lease time that must be left when a holder writes the manifest; durations must be longer.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub safety_margin: Duration,
+}
+
+impl LeaseTarget {
+    fn tools(&self) -> Result<ContainerTools> {
+        let store = ContainerStore::open(&self.container, &StoreOptions::default())?;
+        let options = LeaseOptions { max_skew: self.max_skew, safety_margin: self.safety_margin };
+        Ok(ContainerTools::new(store, 1).with_lease_options(options))
+    }
+}
+
+/// The lease lock of a container: one writer at a time (`bcv_lease.json`, invisible to CBS).
+#[derive(clap::Subcommand)]
+pub enum LeaseCommand {
+    /// Show who holds the lease and until when.
+    Status {
+        #[command(flatten)]
+        target: LeaseTarget,
+    },
+    /// Obtain the lease; prints JSON with the token that extend, release and --lease-token take.
+    Obtain {
+        #[command(flatten)]
+        target: LeaseTarget,
+        /// Who holds it, shown to others (e.g. "host-a deploy job 42").
+        #[arg(long)]
+        holder: String,
+        /// How long it lasts unless extended (e.g. 30s, 5m; a bare number is seconds).
+        #[arg(long, value_parser = parse_duration, default_value = "30s")]
+        duration: Duration,
+    },
+    /// Extend a lease obtained with `bcv lease obtain` to expire DURATION from now.
+    Extend {
+        #[command(flatten)]
+        target: LeaseTarget,
+        /// The token printed by obtain.
+        #[arg(long, env = "BCV_LEASE_TOKEN")]
+        token: String,
+        /// The new duration, from now.
+        #[arg(long, value_parser = parse_duration, default_value = "30s")]
+        duration: Duration,
+    },
+    /// Release a lease obtained with `bcv lease obtain`.
+    Release {
+        #[command(flatten)]
+        target: LeaseTarget,
+        /// The token printed by obtain.
+        #[arg(long, env = "BCV_LEASE_TOKEN")]
+        token: String,
+    },
 }
 
 /// Container commands.
@@ -164,6 +241,11 @@ pub enum Command {
         #[arg(long = "key", value_name = "URL=KEYFILE")]
         keys: Vec<String>,
     },
+    /// The single-writer lease lock of a container: status, obtain, extend, release.
+    Lease {
+        #[command(subcommand)]
+        command: LeaseCommand,
+    },
     /// Run SQL on a database through the block-cache VFS (a cache directory; the container is attached).
     Sql {
         #[command(flatten)]
@@ -213,7 +295,7 @@ fn on_progress(b: &ProgressBar) -> impl Fn(Progress) + '_ {
 pub fn run(cmd: Command, as_json: bool) -> Result<()> {
     match cmd {
         Command::Create { target, block_size, name_bytes, force } => {
-            target.tools()?.create(block_size, name_bytes, force)?;
+            target.writer()?.create(block_size, name_bytes, force)?;
             print(
                 as_json,
                 json!({"created": target.container, "block_size": block_size, "name_bytes": name_bytes}),
@@ -222,7 +304,7 @@ pub fn run(cmd: Command, as_json: bool) -> Result<()> {
         }
         Command::Destroy { target, yes } => {
             anyhow::ensure!(yes, "destroy deletes every object of {}: add --yes", target.container);
-            let n = target.tools()?.destroy()?;
+            let n = target.writer()?.destroy()?;
             print(as_json, json!({"destroyed": target.container, "objects": n}), || {
                 format!("destroyed {} ({n} objects deleted)", target.container)
             });
@@ -237,7 +319,7 @@ pub fn run(cmd: Command, as_json: bool) -> Result<()> {
                     .to_string(),
             };
             let b = bar(as_json, "upload");
-            let version = target.tools()?.upload_file(&file, &name, &on_progress(&b))?;
+            let version = target.writer()?.upload_file(&file, &name, &on_progress(&b))?;
             b.finish_and_clear();
             print(as_json, json!({"database": name, "version": version}), || {
                 format!("uploaded {} as {name} (version {version})", file.display())
@@ -263,15 +345,15 @@ pub fn run(cmd: Command, as_json: bool) -> Result<()> {
             }
         }
         Command::Copy { target, from, to } => {
-            target.tools()?.copy(&from, &to)?;
+            target.writer()?.copy(&from, &to)?;
             print(as_json, json!({"copied": from, "to": to}), || format!("copied {from} to {to}"));
         }
         Command::Delete { target, name } => {
-            target.tools()?.delete(&name)?;
+            target.writer()?.delete(&name)?;
             print(as_json, json!({"deleted": name}), || format!("deleted {name}"));
         }
         Command::Cleanup { target, grace, no_orphans } => {
-            let r = target.tools()?.cleanup(Duration::from_secs(grace), !no_orphans)?;
+            let r = target.writer()?.cleanup(Duration::from_secs(grace), !no_orphans)?;
             print(as_json, serde_json::to_value(&r)?, || {
                 format!(
                     "deleted {} garbage blocks and {} orphans; {} wait for their grace period",
@@ -319,12 +401,16 @@ pub fn run(cmd: Command, as_json: bool) -> Result<()> {
                 std::thread::park();
             }
         }
+        Command::Lease { command } => run_lease(command, as_json)?,
         Command::Sql { target, cache, alias, poll, upload, prefetch, database, sql } => {
             let mut config = VfsConfig::new(&cache);
             config.nrequest = target.nrequest;
             let vfs = BlockVfs::create(config)?;
             let alias = vfs
                 .attach(&target.container, &AttachOptions { alias, if_not_attached: true, secure: target.secure()? })?;
+            if let (true, Some(token)) = (upload, &target.lease_token) {
+                vfs.lease_adopt(&alias, token).context("--lease-token")?;
+            }
             if poll {
                 vfs.poll(&alias)?;
             }
@@ -359,6 +445,80 @@ pub fn run(cmd: Command, as_json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs a lease command.
+fn run_lease(cmd: LeaseCommand, as_json: bool) -> Result<()> {
+    match cmd {
+        LeaseCommand::Status { target } => match target.tools()?.lease_status()? {
+            Some(info) => print(as_json, lease_json(&target.container, &info), || {
+                let when = match info.expires_in() {
+                    Some(left) => format!("in {} s", left.as_secs()),
+                    None => "expired".into(),
+                };
+                format!(
+                    "{}: held by {:?} until {} ({when}), generation {}, token {}",
+                    target.container,
+                    info.holder,
+                    info.expires_utc(),
+                    info.generation,
+                    info.token
+                )
+            }),
+            None => print(as_json, json!({"container": target.container, "held": false}), || {
+                format!("{}: the lease is not held", target.container)
+            }),
+        },
+        LeaseCommand::Obtain { target, holder, duration } => {
+            let info = target.tools()?.lease_obtain(&holder, duration)?;
+            // Always JSON: the token is meant for scripts.
+            println!("{}", lease_json(&target.container, &info));
+        }
+        LeaseCommand::Extend { target, token, duration } => {
+            let info = target.tools()?.lease_extend_with_token(&token, duration)?;
+            print(as_json, lease_json(&target.container, &info), || {
+                format!("{}: extended until {}", target.container, info.expires_utc())
+            });
+        }
+        LeaseCommand::Release { target, token } => {
+            target.tools()?.lease_release_with_token(&token)?;
+            print(as_json, json!({"container": target.container, "released": true}), || {
+                format!("{}: released", target.container)
+            });
+        }
+    }
+    Ok(())
+}
+
+fn lease_json(container: &str, info: &LeaseInfo) -> serde_json::Value {
+    json!({
+        "container": container,
+        "held": true,
+        "holder": info.holder,
+        "token": info.token,
+        "generation": info.generation,
+        "acquired": info.acquired_utc(),
+        "expires": info.expires_utc(),
+        "acquired_unix_ms": info.acquired_unix_ms,
+        "expires_unix_ms": info.expires_unix_ms,
+        "expired": info.is_expired(),
+    })
+}
+
+/// Parses a duration: a number with a unit `ms`, `s`, `m` or `h` (`30s`, `500ms`, `2m`); a bare number is seconds.
+fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("{text:?}: expected a number with a unit, e.g. 30s"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("{text:?}: unknown unit {other:?} (ms, s, m, h)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
 fn cell_text(v: &serde_json::Value) -> String {
@@ -421,5 +581,23 @@ fn print(as_json: bool, value: serde_json::Value, text: impl FnOnce() -> String)
         println!("{value}");
     } else {
         println!("{}", text());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("10 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
     }
 }

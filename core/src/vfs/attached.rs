@@ -10,7 +10,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::cache::{BlockCache, ContainerRow, DirtyKey, PendingUploadRow, lock};
-use super::container::{BlockId, Manifest, julian_ms_from_unix_ms, julian_ms_now};
+use super::container::lease::LeaseSlot;
+use super::container::{BlockId, LeaseOptions, Manifest, julian_ms_from_unix_ms, julian_ms_now};
 use super::crypto::{SECURE_OBJECT, Sealer, SecureMarker, SecureOptions};
 use super::database::{Content, Database, Incoming, wal_path};
 use super::job::JobControl;
@@ -108,6 +109,8 @@ pub(crate) struct Container {
     writer: Mutex<()>,
     /// Seals blocks when the container is secure.
     sealer: Option<Arc<Sealer>>,
+    /// The lease this client holds on the container (if any); every manifest write is fenced by it.
+    pub(crate) lease: LeaseSlot,
 }
 
 impl std::fmt::Debug for Container {
@@ -133,6 +136,7 @@ impl Container {
         url: &str,
         store: ContainerStore,
         secure: Option<&SecureOptions>,
+        lease: LeaseOptions,
     ) -> VfsResult<Container> {
         let recorded = cache.index().containers()?.into_iter().find(|c| c.alias == alias);
         let (manifest, version, sealer) = match recorded {
@@ -201,6 +205,7 @@ impl Container {
         let container = Container {
             alias: alias.to_string(),
             url: url.to_string(),
+            lease: LeaseSlot::new(store.clone(), lease),
             store,
             cache,
             block_size: manifest.block_size,
@@ -456,6 +461,7 @@ impl Container {
     ///
     /// Errors: [`VfsError::Busy`] when a write transaction is open; [`VfsError::Conflict`] when a database was
     /// changed by another client since this one's changes started (nothing is lost: revert or keep working);
+    /// [`VfsError::LeaseHeld`] / [`VfsError::LeaseLost`] when the lease fence refuses the manifest write;
     /// store errors (nothing is lost either: the dirty blocks stay until an upload succeeds).
     pub(crate) fn upload(
         &self,
@@ -622,6 +628,11 @@ impl Container {
             self.cache
                 .index()
                 .put_pending_upload(&self.alias, &PendingUploadRow { manifest: bytes.to_vec(), promotions_json })?;
+            // The lease fence, right before the manifest PUT: nothing is installed when it refuses.
+            if let Err(e) = self.fence() {
+                self.cache.index().delete_pending_upload(&self.alias)?;
+                return Err(e);
+            }
             let s = self.store.clone();
             let b = bytes.clone();
             match block_on(async move { s.put_if_match(MANIFEST_OBJECT, b, &version).await }) {
@@ -781,6 +792,7 @@ impl Container {
             let bytes = Bytes::from(manifest.encode());
             let s = self.store.clone();
             block_on(async move { s.check_conditional_writes().await })?;
+            self.fence()?;
             let s = self.store.clone();
             let b = bytes.clone();
             match block_on(async move { s.put_if_match(MANIFEST_OBJECT, b, &version).await }) {
@@ -798,6 +810,13 @@ impl Container {
             }
         }
         Err(VfsError::Conflict { container: self.store.label().to_string(), object: MANIFEST_OBJECT.into() })
+    }
+
+    /// The lease check before a manifest PUT (see [`super::container::lease`]): renews the lease this client
+    /// holds, or refuses while another client holds it.
+    fn fence(&self) -> VfsResult<()> {
+        let lease = &self.lease;
+        block_on(async move { lease.fence().await })
     }
 
     /// Copies database `from` to a new database `to` in the container, sharing all blocks (the copy is the

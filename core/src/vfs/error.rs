@@ -68,6 +68,42 @@ pub enum VfsError {
         /// Which check failed.
         detail: String,
     },
+    /// The container's lease is held by another client and has not expired (by more than the clock-skew
+    /// margin): obtaining it, or a manifest write by a client that does not hold it, is refused. Nothing was
+    /// written. Retry after `until`, or ask the holder to release it.
+    #[error("container {container}: the lease is held by {holder:?} until {until} ({remaining})")]
+    LeaseHeld {
+        /// The container (store URL).
+        container: String,
+        /// The holder's description, as it gave it when obtaining the lease.
+        holder: String,
+        /// The expiry, RFC 3339 UTC (the holder's clock).
+        until: String,
+        /// The expiry in Unix milliseconds.
+        until_unix_ms: i64,
+        /// The generation of the holding found (grows at each change of holder).
+        generation: u64,
+        /// How long until then, in words ("in 25 s", or how long until it can be taken over).
+        remaining: String,
+    },
+    /// This client held the container's lease but no longer does (it expired, or another client took it over
+    /// after it expired, or the token given names no current holding). The client has forgotten it; whatever
+    /// needed the lease (a manifest write) was not done.
+    #[error("container {container}: this client does not hold the lease any more: {reason}")]
+    LeaseLost {
+        /// The container (store URL).
+        container: String,
+        /// What happened, naming the new holder when there is one.
+        reason: String,
+    },
+    /// The lease object `bcv_lease.json` cannot be used: not a lease record, or written by a newer bcv.
+    #[error("container {container}: bcv_lease.json: {reason}")]
+    LeaseObject {
+        /// The container (store URL).
+        container: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A read returned fewer (or more) bytes than asked for, after retries.
     #[error("container {container}: {object}: read {got} bytes of range {start}..{end}")]
     ShortRead {
@@ -241,5 +277,11 @@ impl VfsError {
     /// True when retrying after a poll can succeed (a lost conditional write).
     pub fn is_conflict(&self) -> bool {
         matches!(self, VfsError::Conflict { .. })
+    }
+
+    /// True for the lease errors that mean "another client has the container" ([`VfsError::LeaseHeld`]) or
+    /// "this client's lease is gone" ([`VfsError::LeaseLost`]).
+    pub fn is_lease_error(&self) -> bool {
+        matches!(self, VfsError::LeaseHeld { .. } | VfsError::LeaseLost { .. })
     }
 }

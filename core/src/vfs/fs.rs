@@ -6,14 +6,16 @@ use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use super::attached::{Container, DatabaseStatus, PollReport, UploadOptions, UploadReport};
 use super::cache::{BlockCache, CacheStats, CacheUsage, DEFAULT_CACHE_SIZE};
-use super::container::Manifest;
+use super::container::{LeaseInfo, LeaseOptions, Manifest};
 use super::crypto::SecureOptions;
 use super::daemon::DaemonClient;
 use super::database::PrefetchReport;
 use super::job::{JobControl, JobOutcome, JobShared, VfsJob};
+use super::runtime::block_on;
 use super::sqlite::{Registration, VfsShared, platform_vfs};
 use super::store::{ContainerStore, StoreOptions};
 use super::tools::Progress;
@@ -35,6 +37,9 @@ pub struct VfsConfig {
     pub store: StoreOptions,
     /// The handle runtime the VFS, its containers and its jobs are nodes of. Default: the global one.
     pub runtime: Option<Runtime>,
+    /// How leases of attached containers are treated (clock skew, safety margin). Default
+    /// [`LeaseOptions::default`].
+    pub lease: LeaseOptions,
 }
 
 impl std::fmt::Debug for VfsConfig {
@@ -45,6 +50,7 @@ impl std::fmt::Debug for VfsConfig {
             .field("cache_size", &self.cache_size)
             .field("nrequest", &self.nrequest)
             .field("store", &self.store)
+            .field("lease", &self.lease)
             .finish_non_exhaustive()
     }
 }
@@ -59,6 +65,7 @@ impl VfsConfig {
             nrequest: 8,
             store: StoreOptions::default(),
             runtime: None,
+            lease: LeaseOptions::default(),
         }
     }
 }
@@ -170,7 +177,7 @@ impl BlockVfs {
                 tracing::info!(alias = %row.alias, "recorded secure container needs its key: attach it again");
                 continue;
             }
-            let container = Container::attach(vfs.cache.clone(), &row.alias, &row.url, store, None)?;
+            let container = Container::attach(vfs.cache.clone(), &row.alias, &row.url, store, None, vfs.config.lease)?;
             vfs.insert_container(container)?;
         }
         Ok(vfs)
@@ -316,7 +323,8 @@ impl BlockVfs {
             return Err(VfsError::AliasInUse { alias });
         }
         let store = ContainerStore::open(url, &self.config.store)?;
-        let container = Container::attach(self.cache.clone(), &alias, url, store, options.secure.as_ref())?;
+        let container =
+            Container::attach(self.cache.clone(), &alias, url, store, options.secure.as_ref(), self.config.lease)?;
         self.insert_container(container)?;
         Ok(alias)
     }
@@ -354,7 +362,8 @@ impl BlockVfs {
             }
             return Err(VfsError::AliasInUse { alias: alias.to_string() });
         }
-        let container = Container::attach(self.cache.clone(), alias, &label, store, options.secure.as_ref())?;
+        let container =
+            Container::attach(self.cache.clone(), alias, &label, store, options.secure.as_ref(), self.config.lease)?;
         self.insert_container(container)?;
         Ok(alias.to_string())
     }
@@ -394,8 +403,11 @@ impl BlockVfs {
         })
     }
 
-    /// Detaches `alias`. Errors: [`VfsError::Busy`] while a connection is open or local changes are not
-    /// uploaded (upload or revert them first).
+    /// Detaches `alias`, releasing the lease this client holds on it (if any).
+    ///
+    /// Errors: [`VfsError::Busy`] while a connection is open or local changes are not uploaded (upload or revert
+    /// them first); a store error while releasing the lease (nothing is detached; a lease found lost already is
+    /// not an error).
     pub fn detach(&self, alias: &str) -> VfsResult<()> {
         let container = self.container(alias)?;
         if container.in_use() {
@@ -406,6 +418,13 @@ impl BlockVfs {
                 what: format!("container {alias}"),
                 reason: "it has local changes; upload or revert them first".into(),
             });
+        }
+        let lease = &container.lease;
+        if block_on(async move { Ok(lease.held().await) })?.is_some() {
+            match block_on(async move { lease.release().await }) {
+                Ok(()) | Err(VfsError::LeaseLost { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
         container.forget()?;
         if let Some(client) = self.cache.client() {
@@ -465,6 +484,82 @@ impl BlockVfs {
     /// The manifest of `alias` as this client last saw it.
     pub fn manifest(&self, alias: &str) -> VfsResult<Manifest> {
         Ok(self.container(alias)?.manifest())
+    }
+
+    /// Obtains the lease of the container attached as `alias` for `holder` (free text shown to others, e.g.
+    /// `"host-a pid 123"`, 1 to 256 bytes) for `duration`, and returns it.
+    ///
+    /// From then on this VFS holds the lease for `alias` (in memory: a VFS created later, in this process or
+    /// another, holds it only through [`lease_adopt`](Self::lease_adopt) with the token). Every upload, copy or
+    /// delete through it first renews the lease (one conditional PUT of `bcv_lease.json`), and other clients'
+    /// manifest writes are refused with [`VfsError::LeaseHeld`] until it is released or expires. Keep it alive with
+    /// [`lease_extend`](Self::lease_extend) (or uploads) before it expires; release it with
+    /// [`lease_release`](Self::lease_release) (detaching also releases it). See [`super::container::lease`] for
+    /// the protocol and the clock-skew assumption.
+    ///
+    /// Errors: [`VfsError::LeaseHeld`] naming the holder and its expiry while another client holds it (also
+    /// when another client won a race for it); [`VfsError::InvalidArgument`] for an empty or too long holder, a
+    /// duration not longer than the safety margin ([`VfsConfig::lease`]), or when this VFS holds the lease
+    /// already; [`VfsError::ConditionalWritesUnsupported`] for a store that does not honour conditional writes;
+    /// [`VfsError::LeaseObject`] for an unreadable lease object; [`VfsError::NoSuchAlias`]; store errors.
+    pub fn lease_obtain(&self, alias: &str, holder: &str, duration: Duration) -> VfsResult<LeaseInfo> {
+        let container = self.container(alias)?;
+        let lease = &container.lease;
+        block_on(async move { lease.obtain(holder, duration).await })
+    }
+
+    /// Extends the lease this VFS holds on `alias` to expire `duration` from now (its token and generation stay).
+    ///
+    /// Errors: [`VfsError::LeaseLost`] when this VFS holds no lease on `alias`, when it expired, or when another
+    /// client took it over (the lease is then forgotten); [`VfsError::InvalidArgument`] for a duration not longer
+    /// than the safety margin; store errors (the lease is kept: it may still be valid, retry).
+    pub fn lease_extend(&self, alias: &str, duration: Duration) -> VfsResult<LeaseInfo> {
+        let container = self.container(alias)?;
+        let lease = &container.lease;
+        block_on(async move { lease.extend(duration).await })
+    }
+
+    /// Releases the lease this VFS holds on `alias`: the lease object is rewritten as released (not deleted), so
+    /// another client can obtain it at once. The lease is forgotten locally in every case except a store error.
+    ///
+    /// Errors: [`VfsError::LeaseLost`] when this VFS held no lease on `alias`, or another client had taken it
+    /// over already; store errors.
+    pub fn lease_release(&self, alias: &str) -> VfsResult<()> {
+        let container = self.container(alias)?;
+        let lease = &container.lease;
+        block_on(async move { lease.release().await })
+    }
+
+    /// The lease of `alias` as recorded in the container, read now: who holds it and until when. `None` when
+    /// there is no lease object or the lease is released; an expired lease nobody took over is returned (see
+    /// [`LeaseInfo::is_expired`]).
+    ///
+    /// Errors: [`VfsError::LeaseObject`] for an unreadable lease object; [`VfsError::NoSuchAlias`]; store errors.
+    pub fn lease_status(&self, alias: &str) -> VfsResult<Option<LeaseInfo>> {
+        let container = self.container(alias)?;
+        let lease = &container.lease;
+        block_on(async move { lease.status().await })
+    }
+
+    /// Makes this VFS the holder of the lease of `alias` obtained elsewhere under `token` (by another process of
+    /// the application, e.g. `bcv lease obtain`), without writing anything: its uploads are then fenced as the
+    /// holder's (renewing the lease), and it can extend and release it. Replaces any lease it held on `alias`.
+    ///
+    /// Errors: [`VfsError::LeaseLost`] when the container's lease is not the unexpired holding `token`;
+    /// [`VfsError::LeaseObject`]; [`VfsError::NoSuchAlias`]; store errors.
+    pub fn lease_adopt(&self, alias: &str, token: &str) -> VfsResult<LeaseInfo> {
+        let container = self.container(alias)?;
+        let lease = &container.lease;
+        block_on(async move { lease.adopt(token).await })
+    }
+
+    /// The lease this VFS holds on `alias`, as it last wrote it (no request); `None` when it holds none.
+    ///
+    /// Errors: [`VfsError::NoSuchAlias`].
+    pub fn lease_held(&self, alias: &str) -> VfsResult<Option<LeaseInfo>> {
+        let container = self.container(alias)?;
+        let lease = &container.lease;
+        block_on(async move { Ok(lease.held().await) })
     }
 
     /// The store of `alias` (for its meter).

@@ -8,6 +8,8 @@
 //!   `/ALIAS/DB`; poll, upload, revert, copy, delete.
 //! * [`ContainerTools`] — the same container operations without a cache: create, destroy, upload and download
 //!   a database file, list, cleanup.
+//! * Leases ([`container::lease`]) — one writer at a time per container: [`BlockVfs::lease_obtain`] /
+//!   [`ContainerTools::lease_obtain`] and friends, enforced before every manifest write.
 
 mod attached;
 mod cache;
@@ -28,6 +30,7 @@ mod tools;
 pub use attached::{DatabaseStatus, KV_OBJECT, MANIFEST_OBJECT, PollReport, UploadOptions, UploadReport};
 pub use cache::{CHUNK_SIZE, CacheStats, CacheUsage, DEFAULT_CACHE_SIZE};
 pub use connection::{ConnectOptions, Connection, Statement, Value};
+pub use container::{LEASE_OBJECT, LeaseInfo, LeaseOptions};
 pub use crypto::{
     AesGcmCipher, BlockCipher, CipherError, KEY_LEN, KeyProvider, Keyring, SEAL_OVERHEAD, SECURE_OBJECT, SecureMarker,
     SecureOptions,

@@ -4,13 +4,15 @@
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
 
 use super::attached::{KV_OBJECT, MANIFEST_OBJECT, validate_db_name};
-use super::container::{BlockId, Manifest, julian_ms_from_unix_ms, julian_ms_now};
+use super::container::lease::LeaseSlot;
+use super::container::{BlockId, LeaseInfo, LeaseOptions, Manifest, julian_ms_from_unix_ms, julian_ms_now};
 use super::crypto::{Domain, SECURE_OBJECT, Sealer, SecureMarker, SecureOptions};
 use super::runtime::block_on;
 use super::store::{ContainerStore, ObjectVersion};
@@ -63,17 +65,23 @@ pub struct CleanupReport {
 /// For a secure container, give the cipher with [`with_secure`](Self::with_secure): uploads then seal
 /// blocks, downloads open them, and `create` makes a secure container. Without it, uploads and downloads of a
 /// secure container fail with [`VfsError::Secure`] rather than mixing plaintext into it.
+///
+/// A `ContainerTools` is one lease client: the lease it obtains (or adopts by token) is held by it and by its
+/// clones, and every manifest write it makes (create, upload_file, copy, delete, cleanup, destroy) is fenced by
+/// the lease first (see [`super::container::lease`]).
 #[derive(Clone, Debug)]
 pub struct ContainerTools {
     store: ContainerStore,
     nrequest: usize,
     secure: Option<SecureOptions>,
+    lease: Arc<LeaseSlot>,
 }
 
 impl ContainerTools {
-    /// Operations on `store`, with up to `nrequest` parallel requests.
+    /// Operations on `store`, with up to `nrequest` parallel requests, and default [`LeaseOptions`].
     pub fn new(store: ContainerStore, nrequest: usize) -> ContainerTools {
-        ContainerTools { store, nrequest: nrequest.max(1), secure: None }
+        let lease = Arc::new(LeaseSlot::new(store.clone(), LeaseOptions::default()));
+        ContainerTools { store, nrequest: nrequest.max(1), secure: None, lease }
     }
 
     /// The same tools for a secure container with this cipher (and keys).
@@ -118,6 +126,13 @@ impl ContainerTools {
         }
     }
 
+    /// The same tools with other lease options (clock skew, safety margin). The result holds no lease: call it
+    /// before obtaining one.
+    pub fn with_lease_options(self, options: LeaseOptions) -> ContainerTools {
+        let lease = Arc::new(LeaseSlot::new(self.store.clone(), options));
+        ContainerTools { lease, ..self }
+    }
+
     /// The store.
     pub fn store(&self) -> &ContainerStore {
         &self.store
@@ -140,6 +155,8 @@ impl ContainerTools {
     ///
     /// With [`with_secure`](Self::with_secure) the container is secure: its marker (cipher name, salt, key
     /// check) is written first, then the manifest. Such a container cannot be read by CBS.
+    /// `overwrite` (CBS's create clobbers). Errors: `AlreadyExists`; a store without conditional writes; the
+    /// lease fence's [`VfsError::LeaseHeld`] / [`VfsError::LeaseLost`].
     pub fn create(&self, block_size: u32, name_bytes: u32, overwrite: bool) -> VfsResult<()> {
         let m = Manifest::new(block_size, name_bytes).map_err(|e| self.corrupt(e))?;
         let bytes = Bytes::from(m.encode());
@@ -151,6 +168,7 @@ impl ContainerTools {
             None => None,
         };
         let s = self.store.clone();
+        let lease = &self.lease;
         block_on(async move {
             s.check_conditional_writes().await?;
             if !overwrite && s.head(MANIFEST_OBJECT).await?.is_some() {
@@ -169,16 +187,25 @@ impl ContainerTools {
                 },
                 None => {}
             }
+            lease.fence().await?;
             if overwrite { s.put(MANIFEST_OBJECT, bytes).await } else { s.put_if_absent(MANIFEST_OBJECT, bytes).await }
         })?;
         Ok(())
     }
 
-    /// Deletes every object of the container, the manifest first (so no client attaches a half-deleted one).
+    /// Deletes every object of the container, the manifest first (so no client attaches a half-deleted one),
+    /// and the lease object with the rest (a lease these tools held is forgotten). Returns the objects deleted
+    /// after the manifest.
+    ///
+    /// Errors: the lease fence's [`VfsError::LeaseHeld`] / [`VfsError::LeaseLost`] (nothing is deleted); store
+    /// errors.
     pub fn destroy(&self) -> VfsResult<u64> {
         let s = self.store.clone();
         let n = self.nrequest;
+        let lease = &self.lease;
         block_on(async move {
+            lease.fence().await?;
+            lease.forget().await;
             s.delete(MANIFEST_OBJECT).await?;
             let objects = s.list().await?;
             let count = objects.len() as u64;
@@ -201,7 +228,8 @@ impl ContainerTools {
     }
 
     /// Uploads the local file `path` as database `name` (a new version when it exists), block by block in
-    /// parallel, then installs the manifest with a conditional PUT (retrying on conflicts with other writers).
+    /// parallel, then installs the manifest with a conditional PUT (retrying on conflicts with other writers),
+    /// fenced by the lease (a refused upload leaves its blocks as orphans for [`cleanup`](Self::cleanup)).
     pub fn upload_file(&self, path: &Path, name: &str, progress: &dyn Fn(Progress)) -> VfsResult<u32> {
         validate_db_name(name)?;
         let (manifest, _) = self.manifest()?;
@@ -382,7 +410,7 @@ impl ContainerTools {
     }
 
     /// Applies `change` to the manifest and installs it with a conditional PUT, re-reading and re-applying on a
-    /// conflict (up to 8 times).
+    /// conflict (up to 8 times). Each PUT is preceded by the lease fence.
     fn change_manifest(
         &self,
         mut change: impl FnMut(&mut Manifest) -> Result<(), super::container::ManifestError>,
@@ -394,13 +422,95 @@ impl ContainerTools {
             change(&mut m).map_err(|e| self.corrupt(e))?;
             let bytes = Bytes::from(m.encode());
             let s = self.store.clone();
-            match block_on(async move { s.put_if_match(MANIFEST_OBJECT, bytes, &version).await }) {
+            let lease = &self.lease;
+            match block_on(async move {
+                lease.fence().await?;
+                s.put_if_match(MANIFEST_OBJECT, bytes, &version).await
+            }) {
                 Ok(_) => return Ok(m),
                 Err(e) if e.is_conflict() => continue,
                 Err(e) => return Err(e),
             }
         }
         Err(VfsError::Conflict { container: self.store.label().to_string(), object: MANIFEST_OBJECT.into() })
+    }
+
+    /// Obtains the container's lease for `holder` (free text, 1 to 256 bytes, e.g. `"host-a pid 123"`) for
+    /// `duration`; these tools (and their clones) hold it from now on. The returned [`LeaseInfo::token`] lets
+    /// another `ContainerTools` (another process) extend or release this holding
+    /// ([`lease_extend_with_token`](Self::lease_extend_with_token),
+    /// [`lease_release_with_token`](Self::lease_release_with_token)) or write as its holder
+    /// ([`lease_adopt`](Self::lease_adopt)).
+    ///
+    /// Errors: as [`BlockVfs::lease_obtain`](super::BlockVfs::lease_obtain).
+    pub fn lease_obtain(&self, holder: &str, duration: Duration) -> VfsResult<LeaseInfo> {
+        let lease = &self.lease;
+        block_on(async move { lease.obtain(holder, duration).await })
+    }
+
+    /// Extends the lease these tools hold to expire `duration` from now.
+    ///
+    /// Errors: as [`BlockVfs::lease_extend`](super::BlockVfs::lease_extend).
+    pub fn lease_extend(&self, duration: Duration) -> VfsResult<LeaseInfo> {
+        let lease = &self.lease;
+        block_on(async move { lease.extend(duration).await })
+    }
+
+    /// Releases the lease these tools hold (rewritten as released, not deleted).
+    ///
+    /// Errors: as [`BlockVfs::lease_release`](super::BlockVfs::lease_release).
+    pub fn lease_release(&self) -> VfsResult<()> {
+        let lease = &self.lease;
+        block_on(async move { lease.release().await })
+    }
+
+    /// The lease as recorded in the container, read now; `None` when absent or released.
+    ///
+    /// Errors: as [`BlockVfs::lease_status`](super::BlockVfs::lease_status).
+    pub fn lease_status(&self) -> VfsResult<Option<LeaseInfo>> {
+        let lease = &self.lease;
+        block_on(async move { lease.status().await })
+    }
+
+    /// The lease these tools hold, as they last wrote it (no request); `None` when they hold none.
+    ///
+    /// Errors: [`VfsError::Runtime`] when called on a runtime thread (it waits for a lease operation in
+    /// progress).
+    pub fn lease_held(&self) -> VfsResult<Option<LeaseInfo>> {
+        let lease = &self.lease;
+        block_on(async move { Ok(lease.held().await) })
+    }
+
+    /// Holds the lease obtained elsewhere under `token` (by another process of the application), without writing
+    /// anything: these tools' manifest writes are then fenced as its holder (renewing it), and they can extend
+    /// and release it. Replaces any lease these tools held.
+    ///
+    /// Errors: [`VfsError::LeaseLost`] when the container's lease is not the unexpired holding `token` (released,
+    /// expired, held by someone else, or absent); [`VfsError::LeaseObject`]; store errors.
+    pub fn lease_adopt(&self, token: &str) -> VfsResult<LeaseInfo> {
+        let lease = &self.lease;
+        block_on(async move { lease.adopt(token).await })
+    }
+
+    /// Extends the holding `token` (obtained by another process of the application) to expire `duration` from
+    /// now; these tools hold it afterwards.
+    ///
+    /// Errors: [`VfsError::LeaseLost`] when the container's lease is not the unexpired holding `token`, or it
+    /// changed before the write landed; [`VfsError::InvalidArgument`] for a duration not longer than the safety
+    /// margin; [`VfsError::LeaseObject`]; store errors.
+    pub fn lease_extend_with_token(&self, token: &str, duration: Duration) -> VfsResult<LeaseInfo> {
+        let lease = &self.lease;
+        block_on(async move { lease.extend_with_token(token, duration).await })
+    }
+
+    /// Releases the holding `token` (obtained by another process of the application, or by these tools). An
+    /// expired holding nobody took over can still be released.
+    ///
+    /// Errors: [`VfsError::LeaseLost`] when the container's lease is not the holding `token` (released already,
+    /// taken over, absent) or it changed before the write landed; [`VfsError::LeaseObject`]; store errors.
+    pub fn lease_release_with_token(&self, token: &str) -> VfsResult<()> {
+        let lease = &self.lease;
+        block_on(async move { lease.release_with_token(token).await })
     }
 }
 
