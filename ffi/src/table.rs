@@ -31,7 +31,7 @@ pub(crate) enum Object {
     HttpMessage(IncomingMessage),
     Trailers(FutureReader<Option<HttpFields>>),
     Tls(TlsSession),
-    Vfs(BlockVfs),
+    Vfs(Box<BlockVfs>),
     Job(Job),
     /// Container tools: no node (nothing to close), like a runtime or a scope.
     Container(ContainerTools),

@@ -241,7 +241,7 @@ pub unsafe extern "C" fn bcv_vfs_new(
         cfg.store = store;
         cfg.runtime = Some(rt);
         match BlockVfs::create(cfg) {
-            Ok(vfs) => put(out, table::insert(Object::Vfs(vfs))),
+            Ok(vfs) => put(out, table::insert(Object::Vfs(Box::new(vfs)))),
             Err(e) => fail_vfs(&e),
         }
     })
