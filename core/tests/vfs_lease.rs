@@ -462,8 +462,9 @@ fn env(name: &str) -> String {
 /// the lease it polls, inserts the row (child, round) into main.db, uploads it and releases the lease, logging
 /// the wall-clock interval between "obtain returned" and "release called".
 #[test]
+#[ignore = "entry point of the racing child processes the race tests start"]
 fn lease_race_child() {
-    let Ok(index) = std::env::var(CHILD_ENV) else { return };
+    let index = std::env::var(CHILD_ENV).expect("run by the race tests");
     let index: i64 = index.parse().expect("child index");
     let url = env("BCV_LEASE_URL");
     let dir = PathBuf::from(env("BCV_LEASE_DIR"));
@@ -562,7 +563,7 @@ fn race(url: &str, n: usize, rounds: usize, work: &Path) -> RaceOutcome {
     for i in 0..n {
         let out = std::fs::File::create(dir.join(format!("child-{i}.out"))).unwrap();
         let child = Command::new(&exe)
-            .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
+            .args(["--exact", CHILD_TEST, "--ignored", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, i.to_string())
             .env("BCV_LEASE_URL", url)
             .env("BCV_LEASE_DIR", &dir)
