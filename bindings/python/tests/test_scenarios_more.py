@@ -433,31 +433,40 @@ def soak_cycle(rng: random.Random, i: int) -> None:
         handles.pop()
 
 
+def soak_round(rng: random.Random, cycles: int) -> tuple[int, int, float]:
+    """Runs `cycles` soak cycles; returns (RSS growth in bytes, nodes created, seconds)."""
+    created = bcv.diagnostics()["created_nodes"]
+    rss = rss_bytes()
+    started = time.monotonic()
+    for i in range(cycles):
+        soak_cycle(rng, i)
+        if i % RHYTHM == RHYTHM - 1:
+            bcv.wait_idle(30)
+    elapsed = time.monotonic() - started
+    assert bcv.wait_idle(30) == 0, f"live nodes after {cycles} cycles: {bcv.diagnostics()['live'][:10]}"
+    return rss_bytes() - rss, bcv.diagnostics()["created_nodes"] - created, elapsed
+
+
 def test_t35_soak_does_not_grow():
+    # A leak grows RSS in every round by the same amount (5 MiB over 400k cycles is ~3 bytes per node); the
+    # allocator's one-off jumps (a new malloc arena for a thread, fragmentation after earlier tests) do not
+    # repeat. So the verdict is the best of up to three rounds, each measured from its own baseline.
     rng = random.Random(35)
+    limit = 5 << 20
     with warnings.catch_warnings():
         # Releasing a transformer that is still busy warns (P5); that is expected here, not a leak.
         warnings.simplefilter("ignore", ResourceWarning)
         # Warm-up with the same rhythm: sets the allocators' high-water marks before the baseline.
-        for i in range(max(SOAK_CYCLES // 4, 10 * RHYTHM)):
-            soak_cycle(rng, i)
-            if i % RHYTHM == RHYTHM - 1:
-                bcv.wait_idle(30)
-        assert bcv.wait_idle(30) == 0
-        created = bcv.diagnostics()["created_nodes"]
+        soak_round(rng, max(SOAK_CYCLES // 4, 10 * RHYTHM))
         fds = open_fds()
-        rss = rss_bytes()
-        started = time.monotonic()
-        for i in range(SOAK_CYCLES):
-            soak_cycle(rng, i)
-            if i % RHYTHM == RHYTHM - 1:
-                bcv.wait_idle(30)
-        elapsed = time.monotonic() - started
-    assert bcv.wait_idle(30) == 0, f"live nodes after {SOAK_CYCLES} cycles: {bcv.diagnostics()['live'][:10]}"
-    assert live_nodes() == 0
-    made = bcv.diagnostics()["created_nodes"] - created
-    assert made >= 4 * SOAK_CYCLES, made  # every cycle really created its nodes
-    growth = rss_bytes() - rss
-    print(f"{SOAK_CYCLES} cycles in {elapsed:.1f} s: RSS grew by {growth // 1024} KiB, {made} nodes created")
-    assert growth < 5 << 20, f"RSS grew by {growth} bytes"
+        growths = []
+        for _ in range(3):
+            growth, made, elapsed = soak_round(rng, SOAK_CYCLES)
+            assert live_nodes() == 0
+            assert made >= 4 * SOAK_CYCLES, made  # every cycle really created its nodes
+            print(f"{SOAK_CYCLES} cycles in {elapsed:.1f} s: RSS grew by {growth // 1024} KiB, {made} nodes created")
+            growths.append(growth)
+            if growth < limit:
+                break
+    assert min(growths) < limit, f"RSS grew in every round: {growths} bytes"
     assert open_fds() == fds
