@@ -21,7 +21,7 @@
 /**
  * The version of this C ABI. It changes whenever a signature or a constant changes incompatibly.
  */
-#define BCV_ABI_VERSION 2
+#define BCV_ABI_VERSION 3
 
 /**
  * Close reasons (stable values, see LIFETIMES.md §1).
@@ -107,6 +107,26 @@
  * Closed and its OS resources released.
  */
 #define BCV_STATE_CLOSED 3
+
+/**
+ * Bytes of `bcv_lease_t.holder`: the longest holder description (256 bytes) and its NUL.
+ */
+#define BCV_LEASE_HOLDER_CAP 257
+
+/**
+ * Bytes of `bcv_lease_t.token`: 32 lowercase hex digits and a NUL.
+ */
+#define BCV_LEASE_TOKEN_CAP 33
+
+/**
+ * Bytes a seal adds to each chunk: `sealed_len == plaintext_len + BCV_SEAL_OVERHEAD`.
+ */
+#define BCV_SEAL_OVERHEAD 32
+
+/**
+ * Bytes of an AES-256 key.
+ */
+#define BCV_KEY_LEN 32
 
 /**
  * Credential kind for `bcv_auth_answer_set`: an Azure shared access signature (the query string, with or
@@ -314,6 +334,92 @@ typedef struct bcv_store_options_t {
 } bcv_store_options_t;
 
 /**
+ * One AES-256 key of a key ring. New data is sealed with the ring's current key; data sealed with any key of
+ * the ring opens, so a rotated ring keeps its old keys.
+ */
+typedef struct bcv_key_t {
+    /**
+     * The key id recorded with each sealed chunk (any value; ids name keys, they are not secret).
+     */
+    uint32_t id;
+    /**
+     * The key.
+     */
+    uint8_t key[BCV_KEY_LEN];
+} bcv_key_t;
+
+/**
+ * Produces the key with id `key_id` into `key_out` (32 bytes) and returns `BCV_OK`, or returns anything
+ * else when it does not know that key. bcv asks at most once per key id per attach and keeps the key in
+ * memory (wiped when the container is detached). It may run on any bcv thread; it may not call into bcv.
+ */
+typedef bcv_status_t (*bcv_key_provider_t)(void *user_data, uint32_t key_id, uint8_t *key_out);
+
+/**
+ * One direction of an application cipher. `seal` reads `input_len` bytes of plaintext and writes exactly
+ * `input_len + BCV_SEAL_OVERHEAD` bytes to `output`; `open` reads `input_len` sealed bytes and writes exactly
+ * `input_len - BCV_SEAL_OVERHEAD` bytes of plaintext. The sealed bytes must be bound to `context`
+ * (`context_len` bytes: the container's salt, the kind of data and its position): opening with another
+ * context must fail. Chunks are at most 16 KiB. Seal must use a fresh nonce each time (the same position is
+ * sealed many times). Return `BCV_OK`, `BCV_E_AUTH` when the data is not authentic (wrong key, changed
+ * data), `BCV_E_NOT_FOUND` when the data names a key the cipher does not have, anything else for another
+ * failure. Runs on many bcv threads at once; may not call into bcv.
+ */
+typedef bcv_status_t (*bcv_cipher_fn_t)(void *user_data,
+                                        const uint8_t *context,
+                                        size_t context_len,
+                                        const uint8_t *input,
+                                        size_t input_len,
+                                        uint8_t *output);
+
+/**
+ * How a container is made secure: exactly one of a key ring (`keys`), a key provider (`key_provider`), or an
+ * application cipher (`cipher_name`, `seal`, `open`). Initialise it with `bcv_secure_init`. Strings and
+ * the key array are borrowed for the call that takes the struct (the keys are copied).
+ */
+typedef struct bcv_secure_t {
+    /**
+     * AES-256-GCM with these `key_count` keys; `current_key` seals new data.
+     */
+    const struct bcv_key_t *keys;
+    /**
+     * Number of entries at `keys`.
+     */
+    size_t key_count;
+    /**
+     * The id of the key sealing new data (with `keys` or `key_provider`).
+     */
+    uint32_t current_key;
+    /**
+     * AES-256-GCM asking this callback for keys by id.
+     */
+    bcv_key_provider_t key_provider;
+    /**
+     * The application cipher's name, recorded in the container: a container created with one cipher name
+     * refuses to attach with another.
+     */
+    const char *cipher_name;
+    /**
+     * The application cipher's seal function.
+     */
+    bcv_cipher_fn_t seal;
+    /**
+     * The application cipher's open function.
+     */
+    bcv_cipher_fn_t open;
+    /**
+     * Passed to `key_provider`, `seal` and `open`.
+     */
+    void *user_data;
+    /**
+     * Frees `user_data` (may be NULL). The call taking the struct runs it exactly once: when the last
+     * container using the cipher is gone, or before the call returns when it fails. Any thread; may not call
+     * into bcv.
+     */
+    bcv_user_data_free_t user_data_free;
+} bcv_secure_t;
+
+/**
  * A container in a store implemented by the application (CBS's custom cloud module).
  *
  * Object names are the container's (`manifest.bcv`, `bcv_kv.bcv`, `<HEX>.bcv`); ETags are strings of the
@@ -426,6 +532,150 @@ typedef struct bcv_cleanup_report_t {
 } bcv_cleanup_report_t;
 
 /**
+ * The keys of one secure container the daemon may hand to its clients.
+ */
+typedef struct bcv_daemon_key_t {
+    /**
+     * The container URL, exactly as clients attach it.
+     */
+    const char *url;
+    /**
+     * Its key ring: `key_count` keys.
+     */
+    const struct bcv_key_t *keys;
+    /**
+     * Number of entries at `keys`.
+     */
+    size_t key_count;
+    /**
+     * The id of the key sealing new data.
+     */
+    uint32_t current_key;
+} bcv_daemon_key_t;
+
+/**
+ * Configuration of a daemon. Initialise it with `bcv_daemon_config_init`, then set `cache_dir`. Strings and
+ * arrays are borrowed for the `bcv_daemon_start` call (keys are copied).
+ */
+typedef struct bcv_daemon_config_t {
+    /**
+     * The cache directory the daemon owns (created if missing). Required.
+     */
+    const char *cache_dir;
+    /**
+     * The one size limit all clients share, in bytes; 0 means the default, 1 GiB.
+     */
+    uint64_t cache_size;
+    /**
+     * Retries, timeouts and concurrency of the daemon's requests (clients bring their own credentials: the
+     * daemon fetches a container's manifest with them before serving it).
+     */
+    struct bcv_store_options_t store;
+    /**
+     * Keys of secure containers, handed to a client only after it proved access to that container; NULL
+     * when `key_count` is 0.
+     */
+    const struct bcv_daemon_key_t *keys;
+    /**
+     * Number of entries at `keys`.
+     */
+    size_t key_count;
+} bcv_daemon_config_t;
+
+/**
+ * Cache activity counters.
+ */
+typedef struct bcv_cache_stats_t {
+    /**
+     * Reads served entirely from the cache.
+     */
+    uint64_t hits;
+    /**
+     * Reads that needed at least one fetch.
+     */
+    uint64_t misses;
+    /**
+     * Bytes fetched from the store into the cache.
+     */
+    uint64_t bytes_fetched;
+    /**
+     * Clean slots evicted to make room.
+     */
+    uint64_t evictions;
+} bcv_cache_stats_t;
+
+/**
+ * Cache occupancy.
+ */
+typedef struct bcv_cache_usage_t {
+    /**
+     * Slots holding (part of) a clean block.
+     */
+    uint64_t clean_slots;
+    /**
+     * Slots holding a locally written block.
+     */
+    uint64_t dirty_slots;
+    /**
+     * The slot size (the containers' block size).
+     */
+    uint64_t block_size;
+    /**
+     * The configured limit in bytes.
+     */
+    uint64_t capacity;
+} bcv_cache_usage_t;
+
+/**
+ * What a running daemon reports.
+ */
+typedef struct bcv_daemon_stats_t {
+    /**
+     * Clients connected now.
+     */
+    uint64_t clients;
+    /**
+     * Clients served since the daemon started.
+     */
+    uint64_t clients_total;
+    /**
+     * Cache activity.
+     */
+    struct bcv_cache_stats_t cache;
+    /**
+     * Cache occupancy.
+     */
+    struct bcv_cache_usage_t usage;
+} bcv_daemon_stats_t;
+
+/**
+ * A lease as recorded in the container. Plain data: having one does not mean holding the lease.
+ */
+typedef struct bcv_lease_t {
+    /**
+     * The holder's description as given to obtain (NUL-terminated UTF-8).
+     */
+    char holder[BCV_LEASE_HOLDER_CAP];
+    /**
+     * The holding's token (NUL-terminated): new at each obtain, kept by extends. Not a secret; another
+     * process of the application adopts, extends or releases the holding with it.
+     */
+    char token[BCV_LEASE_TOKEN_CAP];
+    /**
+     * Grows by one at each change of holder.
+     */
+    uint64_t generation;
+    /**
+     * When this holding began (Unix milliseconds, by the holder's clock).
+     */
+    int64_t acquired_unix_ms;
+    /**
+     * When it expires unless extended (Unix milliseconds, by the holder's clock).
+     */
+    int64_t expires_unix_ms;
+} bcv_lease_t;
+
+/**
  * Configuration of a VFS. Initialise it with `bcv_vfs_config_init`, then set `cache_dir` and what else you
  * need. Strings are borrowed for the `bcv_vfs_new` call.
  */
@@ -450,6 +700,16 @@ typedef struct bcv_vfs_config_t {
      * How attached containers are reached (retries, timeouts, cloud options, credentials callback).
      */
     struct bcv_store_options_t store;
+    /**
+     * Leases: how far clients' clocks may disagree, in milliseconds. An expired lease is taken over only
+     * this long after its expiry. Default 5000.
+     */
+    uint64_t lease_max_skew_ms;
+    /**
+     * Leases: the lease time a holder needs left after the renewal preceding each of its manifest writes
+     * (and the shortest duration obtain accepts, exclusive), in milliseconds. Default 5000.
+     */
+    uint64_t lease_safety_margin_ms;
 } bcv_vfs_config_t;
 
 /**
@@ -522,50 +782,6 @@ typedef struct bcv_prefetch_report_t {
      */
     uint64_t bytes_fetched;
 } bcv_prefetch_report_t;
-
-/**
- * Cache activity counters.
- */
-typedef struct bcv_cache_stats_t {
-    /**
-     * Reads served entirely from the cache.
-     */
-    uint64_t hits;
-    /**
-     * Reads that needed at least one fetch.
-     */
-    uint64_t misses;
-    /**
-     * Bytes fetched from the store into the cache.
-     */
-    uint64_t bytes_fetched;
-    /**
-     * Clean slots evicted to make room.
-     */
-    uint64_t evictions;
-} bcv_cache_stats_t;
-
-/**
- * Cache occupancy.
- */
-typedef struct bcv_cache_usage_t {
-    /**
-     * Slots holding (part of) a clean block.
-     */
-    uint64_t clean_slots;
-    /**
-     * Slots holding a locally written block.
-     */
-    uint64_t dirty_slots;
-    /**
-     * The slot size (the containers' block size).
-     */
-    uint64_t block_size;
-    /**
-     * The configured limit in bytes.
-     */
-    uint64_t capacity;
-} bcv_cache_usage_t;
 
 /**
  * Success.
@@ -669,6 +885,40 @@ typedef struct bcv_cache_usage_t {
  * An SQLite call made by bcv itself (the cache index, bcv_kv) failed; the message has SQLite's.
  */
 #define BCV_E_SQLITE -18
+
+/**
+ * A secure container was attached without a key, or a plaintext one with a key, or a daemon has no key for
+ * it (a wrong key or tampered data is `BCV_E_AUTH`). The message names the container.
+ */
+#define BCV_E_SECURE -19
+
+/**
+ * A client of a multi-process daemon tried to write (upload, copy, delete, a write transaction): daemon
+ * clients are read-only.
+ */
+#define BCV_E_READ_ONLY -20
+
+/**
+ * The daemon this VFS is a client of stopped or restarted; the next call reconnects.
+ */
+#define BCV_E_DAEMON_GONE -21
+
+/**
+ * The daemon refused or failed a client's request; the message is the daemon's.
+ */
+#define BCV_E_DAEMON -22
+
+/**
+ * Another client holds the container's lease: the message names the holder and its expiry. Nothing was
+ * written.
+ */
+#define BCV_E_LEASE_HELD -23
+
+/**
+ * This client's lease expired, was released, or was taken over (the message names the new holder); nothing
+ * was written.
+ */
+#define BCV_E_LEASE_LOST -24
 
 /**
  * A bug in bcv (a caught panic); the message says where.
@@ -1106,6 +1356,20 @@ bcv_status_t bcv_container_open(const char *url,
                                 bcv_handle_t *out);
 
 /**
+ * As `bcv_container_open`, for a secure container: `secure` (see `bcv_secure_t`; required) gives the
+ * cipher and its keys. `bcv_container_create` then makes a secure container (its marker object
+ * `bcv_secure.json` records the cipher's name and a key check); upload and download seal and open blocks.
+ * CBS cannot read a secure container. The call takes ownership of `secure->user_data` (and of the options'
+ * auth user data), also when it fails. Errors: as `bcv_container_open`; the tools' later calls fail with
+ * `BCV_E_SECURE` on a plaintext container and `BCV_E_AUTH` for a wrong key.
+ */
+bcv_status_t bcv_container_open_secure(const char *url,
+                                       const struct bcv_store_options_t *options,
+                                       uint32_t nrequest,
+                                       const struct bcv_secure_t *secure,
+                                       bcv_handle_t *out);
+
+/**
  * Opens a container in a store implemented by the application (see `bcv_store_callbacks_t`; the table is
  * copied and its `destroy` runs exactly once, also when this call fails). `label` names it in errors.
  * Otherwise as `bcv_container_open`. Errors: `BCV_E_INVALID` (NULL, a required callback missing).
@@ -1202,6 +1466,137 @@ bcv_status_t bcv_container_cleanup(bcv_handle_t container,
                                    uint64_t grace_seconds,
                                    bool find_orphans,
                                    struct bcv_cleanup_report_t *report);
+
+/**
+ * Fills `*config` with the defaults: no cache directory (set one), a 1 GiB cache, the store defaults, no
+ * keys. Errors: `BCV_E_INVALID` (NULL).
+ */
+bcv_status_t bcv_daemon_config_init(struct bcv_daemon_config_t *config);
+
+/**
+ * Takes the cache directory `config->cache_dir` and starts serving it on `DIR/daemon.sock` (mode 0600:
+ * clients run as the same user) on a thread of its own; writes the daemon's handle to `*out`. Release it
+ * with `bcv_release` (which stops it) or stop it first with `bcv_daemon_stop`. The call takes ownership of
+ * `config->store.auth_user_data`. Errors: `BCV_E_CACHE_BUSY` (another process, or a VFS, owns the
+ * directory), `BCV_E_IO` (the socket), `BCV_E_INVALID` (NULL, keys).
+ */
+bcv_status_t bcv_daemon_start(const struct bcv_daemon_config_t *config, bcv_handle_t *out);
+
+/**
+ * Fills `*stats` (may be NULL) with the daemon's figures. Errors: `BCV_E_CLOSED` (stopped),
+ * `BCV_E_BAD_HANDLE`, `BCV_E_WRONG_TYPE`.
+ */
+bcv_status_t bcv_daemon_stats(bcv_handle_t daemon, struct bcv_daemon_stats_t *stats);
+
+/**
+ * Stops serving: no new clients, connected clients' next call fails with `BCV_E_DAEMON_GONE`; waits for the
+ * accept thread. The handle stays valid (release it with `bcv_release`); stopping twice does nothing.
+ */
+bcv_status_t bcv_daemon_stop(bcv_handle_t daemon);
+
+/**
+ * Obtains the lease of the container attached as `alias` for `holder` (a description naming this client,
+ * 1–256 bytes) for `duration_ms`, and writes it to `*out` (may be NULL). From then on, other clients'
+ * manifest writes fail; this VFS's uploads renew it. Errors: `BCV_E_LEASE_HELD` (another client holds it: the
+ * message names the holder and its expiry), `BCV_E_INVALID` (holder, a duration not longer than the safety
+ * margin, or this VFS holds it already), `BCV_E_STORE` (also a store ignoring conditional writes),
+ * `BCV_E_CORRUPT` (an unreadable lease object), `BCV_E_NOT_FOUND`, `BCV_E_CLOSED`.
+ */
+bcv_status_t bcv_vfs_lease_obtain(bcv_handle_t vfs,
+                                  const char *alias,
+                                  const char *holder,
+                                  uint64_t duration_ms,
+                                  struct bcv_lease_t *out);
+
+/**
+ * Extends the lease this VFS holds on `alias` to expire `duration_ms` from now (same token and generation)
+ * and writes it to `*out` (may be NULL). Errors: `BCV_E_LEASE_LOST` (it holds none, it expired, or another
+ * client took it over), `BCV_E_INVALID` (duration), `BCV_E_STORE` (the lease is kept: retry),
+ * `BCV_E_NOT_FOUND`, `BCV_E_CLOSED`.
+ */
+bcv_status_t bcv_vfs_lease_extend(bcv_handle_t vfs,
+                                  const char *alias,
+                                  uint64_t duration_ms,
+                                  struct bcv_lease_t *out);
+
+/**
+ * Releases the lease this VFS holds on `alias` (another client can obtain it at once). Detaching releases it
+ * too. Errors: `BCV_E_LEASE_LOST` (it held none, or another client had taken it over), `BCV_E_STORE`,
+ * `BCV_E_NOT_FOUND`, `BCV_E_CLOSED`.
+ */
+bcv_status_t bcv_vfs_lease_release(bcv_handle_t vfs, const char *alias);
+
+/**
+ * Reads the lease of `alias` from the container now: writes whether one is recorded to `*found` and, if so,
+ * the lease to `*out` (either may be NULL). A released lease is "none"; an expired one nobody took over is
+ * returned (compare `expires_unix_ms` with the time). Errors: `BCV_E_CORRUPT`, `BCV_E_STORE`,
+ * `BCV_E_NOT_FOUND`, `BCV_E_CLOSED`.
+ */
+bcv_status_t bcv_vfs_lease_status(bcv_handle_t vfs, const char *alias, struct bcv_lease_t *out, bool *found);
+
+/**
+ * The lease this VFS holds on `alias`, as it last wrote it (no request): `*found` false when it holds none.
+ * Errors: `BCV_E_NOT_FOUND`, `BCV_E_CLOSED`.
+ */
+bcv_status_t bcv_vfs_lease_held(bcv_handle_t vfs, const char *alias, struct bcv_lease_t *out, bool *found);
+
+/**
+ * Makes this VFS the holder of the lease of `alias` obtained elsewhere under `token` (e.g. by `bcv lease
+ * obtain`), writing nothing; writes it to `*out` (may be NULL). Errors: `BCV_E_LEASE_LOST` (the container's
+ * lease is not the unexpired holding `token`), `BCV_E_CORRUPT`, `BCV_E_STORE`, `BCV_E_NOT_FOUND`,
+ * `BCV_E_CLOSED`.
+ */
+bcv_status_t bcv_vfs_lease_adopt(bcv_handle_t vfs,
+                                 const char *alias,
+                                 const char *token,
+                                 struct bcv_lease_t *out);
+
+/**
+ * Obtains the container's lease for `holder` for `duration_ms` through the container tools (whose
+ * copy/delete/upload calls are then fenced as the holder's) and writes it to `*out` (may be NULL). Errors: as
+ * `bcv_vfs_lease_obtain`.
+ */
+bcv_status_t bcv_container_lease_obtain(bcv_handle_t container,
+                                        const char *holder,
+                                        uint64_t duration_ms,
+                                        struct bcv_lease_t *out);
+
+/**
+ * Extends a holding to expire `duration_ms` from now: the one these tools hold when `token` is NULL,
+ * otherwise the holding `token` (obtained by any process). Writes it to `*out` (may be NULL). Errors: as
+ * `bcv_vfs_lease_extend`.
+ */
+bcv_status_t bcv_container_lease_extend(bcv_handle_t container,
+                                        const char *token,
+                                        uint64_t duration_ms,
+                                        struct bcv_lease_t *out);
+
+/**
+ * Releases a holding: the one these tools hold when `token` is NULL, otherwise the holding `token`. Errors:
+ * as `bcv_vfs_lease_release`.
+ */
+bcv_status_t bcv_container_lease_release(bcv_handle_t container, const char *token);
+
+/**
+ * Reads the container's lease now, as `bcv_vfs_lease_status`. Errors: `BCV_E_CORRUPT`, `BCV_E_STORE`.
+ */
+bcv_status_t bcv_container_lease_status(bcv_handle_t container, struct bcv_lease_t *out, bool *found);
+
+/**
+ * Makes these tools the holder of the holding `token` obtained elsewhere, as `bcv_vfs_lease_adopt`.
+ */
+bcv_status_t bcv_container_lease_adopt(bcv_handle_t container, const char *token, struct bcv_lease_t *out);
+
+/**
+ * Fills `*secure` with an empty configuration (no keys, no callbacks). Errors: `BCV_E_INVALID` (NULL).
+ */
+bcv_status_t bcv_secure_init(struct bcv_secure_t *secure);
+
+/**
+ * Writes 32 random bytes from the operating system's generator to `key_out` (a new AES-256 key).
+ * Errors: `BCV_E_INVALID` (NULL), `BCV_E_IO` (no randomness available).
+ */
+bcv_status_t bcv_key_generate(uint8_t *key_out);
 
 /**
  * Fills `*options` with the defaults (4 retries from 50 ms, 30 s per request, 8 requests at once, no
@@ -1306,6 +1701,29 @@ bcv_status_t bcv_vfs_attach(bcv_handle_t vfs,
                             char *alias_out,
                             size_t alias_cap,
                             size_t *alias_len);
+
+/**
+ * As `bcv_vfs_attach`, for a secure container: `secure` (see `bcv_secure_t`; NULL attaches a plaintext
+ * container) gives the cipher and its keys. The call takes ownership of `secure->user_data`, also when it
+ * fails. A container is secure when it was created so (`bcv_container_open_secure` + `bcv_container_create`).
+ * Errors: as `bcv_vfs_attach`, and `BCV_E_SECURE` (a plaintext container given a key, a secure one given
+ * none: use `bcv_vfs_attach` / this call accordingly), `BCV_E_AUTH` (a wrong key or another cipher: the
+ * message names `bcv_secure.json`), `BCV_E_INVALID` (`bcv_secure_t` with none or several of its choices).
+ */
+bcv_status_t bcv_vfs_attach_secure(bcv_handle_t vfs,
+                                   const char *url,
+                                   const char *alias,
+                                   uint32_t flags,
+                                   const struct bcv_secure_t *secure,
+                                   char *alias_out,
+                                   size_t alias_cap,
+                                   size_t *alias_len);
+
+/**
+ * Writes to `*client` whether this VFS is the client of a multi-process daemon serving its cache directory
+ * (then it is read-only; see `bcv_daemon_start`). Errors: `BCV_E_INVALID` (NULL), `BCV_E_BAD_HANDLE`.
+ */
+bcv_status_t bcv_vfs_is_daemon_client(bcv_handle_t vfs, bool *client);
 
 /**
  * Attaches a container in a store implemented by the application (see `bcv_store_callbacks_t`: the table

@@ -12,6 +12,7 @@ use bcv_core::vfs::{ContainerTools, DEFAULT_BLOCK_SIZE, DEFAULT_NAME_BYTES, Prog
 use crate::error::*;
 use crate::handle::{bcv_handle_t, put};
 use crate::io::c_str;
+use crate::secure::{bcv_secure_t, secure_options};
 use crate::store::{bcv_store_callbacks_t, bcv_store_options_t, custom_store, store_options};
 use crate::stream::{bcv_bytes_t, try_status};
 use crate::table::{self, Object};
@@ -99,7 +100,7 @@ fn tools(handle: bcv_handle_t) -> Result<Arc<Object>, bcv_status_t> {
 }
 
 /// Runs `f` on the container tools behind `handle`.
-fn with_tools(handle: bcv_handle_t, f: impl FnOnce(&ContainerTools) -> bcv_status_t) -> bcv_status_t {
+pub(crate) fn with_tools(handle: bcv_handle_t, f: impl FnOnce(&ContainerTools) -> bcv_status_t) -> bcv_status_t {
     let o = try_status!(tools(handle));
     let Object::Container(t) = &*o else { return BCV_E_WRONG_TYPE };
     f(t)
@@ -133,6 +134,39 @@ pub unsafe extern "C" fn bcv_container_open(
         let url = try_status!(c_str(url, "url"));
         match ContainerStore::open(url, &options) {
             Ok(store) => opened(store, nrequest, out),
+            Err(e) => fail_vfs(&e),
+        }
+    })
+}
+
+/// As `bcv_container_open`, for a secure container: `secure` (see `bcv_secure_t`; required) gives the
+/// cipher and its keys. `bcv_container_create` then makes a secure container (its marker object
+/// `bcv_secure.json` records the cipher's name and a key check); upload and download seal and open blocks.
+/// CBS cannot read a secure container. The call takes ownership of `secure->user_data` (and of the options'
+/// auth user data), also when it fails. Errors: as `bcv_container_open`; the tools' later calls fail with
+/// `BCV_E_SECURE` on a plaintext container and `BCV_E_AUTH` for a wrong key.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bcv_container_open_secure(
+    url: *const c_char,
+    options: *const bcv_store_options_t,
+    nrequest: u32,
+    secure: *const bcv_secure_t,
+    out: *mut bcv_handle_t,
+) -> bcv_status_t {
+    guard(|| {
+        // Both conversions run before either error returns: each takes ownership of its user data.
+        let (secure, options) = (secure_options(secure), store_options(options));
+        let (secure, options) = (try_status!(secure), try_status!(options));
+        let Some(secure) = secure else { return fail_with(BCV_E_INVALID, "secure is NULL") };
+        if out.is_null() {
+            return fail_with(BCV_E_INVALID, "output pointer is NULL");
+        }
+        let url = try_status!(c_str(url, "url"));
+        match ContainerStore::open(url, &options) {
+            Ok(store) => put(
+                out,
+                table::insert(Object::Container(ContainerTools::new(store, nrequest as usize).with_secure(secure))),
+            ),
             Err(e) => fail_vfs(&e),
         }
     })

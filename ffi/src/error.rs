@@ -54,6 +54,22 @@ pub const BCV_E_CACHE_BUSY: bcv_status_t = -16;
 pub const BCV_E_STORE: bcv_status_t = -17;
 /// An SQLite call made by bcv itself (the cache index, bcv_kv) failed; the message has SQLite's.
 pub const BCV_E_SQLITE: bcv_status_t = -18;
+/// A secure container was attached without a key, or a plaintext one with a key, or a daemon has no key for
+/// it (a wrong key or tampered data is `BCV_E_AUTH`). The message names the container.
+pub const BCV_E_SECURE: bcv_status_t = -19;
+/// A client of a multi-process daemon tried to write (upload, copy, delete, a write transaction): daemon
+/// clients are read-only.
+pub const BCV_E_READ_ONLY: bcv_status_t = -20;
+/// The daemon this VFS is a client of stopped or restarted; the next call reconnects.
+pub const BCV_E_DAEMON_GONE: bcv_status_t = -21;
+/// The daemon refused or failed a client's request; the message is the daemon's.
+pub const BCV_E_DAEMON: bcv_status_t = -22;
+/// Another client holds the container's lease: the message names the holder and its expiry. Nothing was
+/// written.
+pub const BCV_E_LEASE_HELD: bcv_status_t = -23;
+/// This client's lease expired, was released, or was taken over (the message names the new holder); nothing
+/// was written.
+pub const BCV_E_LEASE_LOST: bcv_status_t = -24;
 /// A bug in bcv (a caught panic); the message says where.
 pub const BCV_E_INTERNAL: bcv_status_t = -99;
 
@@ -143,6 +159,14 @@ pub(crate) fn vfs_status(error: &VfsError) -> bcv_status_t {
         VfsError::Runtime(e) => handle_status(e),
         // A failed job waited on a second time: only its message is left (`bcv_job_wait` keeps the first code).
         VfsError::Job(_) => BCV_E_STORE,
+        VfsError::Crypto { .. } => BCV_E_AUTH,
+        VfsError::Secure { .. } => BCV_E_SECURE,
+        VfsError::ReadOnly { .. } => BCV_E_READ_ONLY,
+        VfsError::DaemonGone { .. } => BCV_E_DAEMON_GONE,
+        VfsError::Daemon { .. } => BCV_E_DAEMON,
+        VfsError::LeaseHeld { .. } => BCV_E_LEASE_HELD,
+        VfsError::LeaseLost { .. } => BCV_E_LEASE_LOST,
+        VfsError::LeaseObject { .. } => BCV_E_CORRUPT,
         _ => BCV_E_INTERNAL,
     }
 }
@@ -217,6 +241,12 @@ pub(crate) fn status_cname(status: bcv_status_t) -> &'static std::ffi::CStr {
         BCV_E_CACHE_BUSY => c"BCV_E_CACHE_BUSY",
         BCV_E_STORE => c"BCV_E_STORE",
         BCV_E_SQLITE => c"BCV_E_SQLITE",
+        BCV_E_SECURE => c"BCV_E_SECURE",
+        BCV_E_READ_ONLY => c"BCV_E_READ_ONLY",
+        BCV_E_DAEMON_GONE => c"BCV_E_DAEMON_GONE",
+        BCV_E_DAEMON => c"BCV_E_DAEMON",
+        BCV_E_LEASE_HELD => c"BCV_E_LEASE_HELD",
+        BCV_E_LEASE_LOST => c"BCV_E_LEASE_LOST",
         BCV_E_INTERNAL => c"BCV_E_INTERNAL",
         _ => c"BCV_E_UNKNOWN",
     }

@@ -5,7 +5,9 @@
 //! One module per concept, mirrored by one section of the header: [`error`], [`handle`] (runtime, release,
 //! close, scopes, diagnostics), [`stream`], [`future`], [`transform`], [`io`], [`tls`], [`http`], and the
 //! block-cache VFS: [`store`] (store options, credentials callback, stores implemented in C), [`container`]
-//! (container tools without a cache), [`vfs`] (the VFS and its background jobs).
+//! (container tools without a cache), [`vfs`] (the VFS and its background jobs), [`secure`] (key rings, key
+//! providers and application ciphers of secure containers), [`lease`] (the single-writer lease lock) and
+//! [`daemon`] (multi-process mode).
 
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]
@@ -22,8 +24,11 @@ pub mod transform;
 
 // The block-cache VFS: store options and callbacks, container tools, the VFS and its jobs.
 pub mod container;
+pub mod daemon;
+pub mod lease;
+pub mod secure;
 pub mod store;
 pub mod vfs;
 
 /// The version of this C ABI. It changes whenever a signature or a constant changes incompatibly.
-pub const BCV_ABI_VERSION: u32 = 2;
+pub const BCV_ABI_VERSION: u32 = 3;

@@ -10,7 +10,7 @@ use bcv_core::handle::{
     FutureReader, FutureWriter, HttpFields, HttpServer, IncomingMessage, Node, ReadStream, Resource, Runtime, Scope,
     TcpListener, TcpSocket, TlsSession, WriteStream,
 };
-use bcv_core::vfs::{BlockVfs, ContainerTools};
+use bcv_core::vfs::{BlockVfs, ContainerTools, Daemon};
 
 use crate::error::{BCV_E_BAD_HANDLE, BCV_E_WRONG_TYPE, bcv_status_t, fail_with};
 use crate::vfs::Job;
@@ -35,6 +35,8 @@ pub(crate) enum Object {
     Job(Job),
     /// Container tools: no node (nothing to close), like a runtime or a scope.
     Container(ContainerTools),
+    /// A multi-process daemon (None once stopped): no node, like container tools.
+    Daemon(Mutex<Option<Daemon>>),
 }
 
 impl Object {
@@ -55,7 +57,7 @@ impl Object {
             Object::Tls(t) => Some(t),
             Object::Vfs(v) => Some(v.node()),
             Object::Job(j) => Some(j.job.node()),
-            Object::Runtime(_) | Object::Scope(_) | Object::Container(_) => None,
+            Object::Runtime(_) | Object::Scope(_) | Object::Container(_) | Object::Daemon(_) => None,
         }
     }
 
@@ -78,6 +80,7 @@ impl Object {
             Object::Vfs(_) => "vfs",
             Object::Job(_) => "vfs job",
             Object::Container(_) => "container",
+            Object::Daemon(_) => "daemon",
         }
     }
 }

@@ -12,14 +12,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bcv_core::vfs::{
-    AttachOptions, BlockVfs, DEFAULT_CACHE_SIZE, JobOutcome, JobStatus, UploadOptions, UploadReport, VfsConfig, VfsJob,
-    manifest_summary,
+    AttachOptions, BlockVfs, CacheStats, CacheUsage, DEFAULT_CACHE_SIZE, JobOutcome, JobStatus, LeaseOptions,
+    SecureOptions, UploadOptions, UploadReport, VfsConfig, VfsJob, manifest_summary,
 };
 
 use crate::container::{ProgressFn, bcv_progress_callback_t, put_json, put_json_opt, put_opt};
 use crate::error::*;
 use crate::handle::{bcv_handle_t, put, runtime_of, timeout_of};
 use crate::io::{c_str, copy_out};
+use crate::secure::{bcv_secure_t, secure_options};
 use crate::store::{bcv_store_callbacks_t, bcv_store_options_t, custom_store, default_store_options, store_options};
 use crate::stream::{bcv_bytes_t, try_status};
 use crate::table::{self, Object};
@@ -52,6 +53,12 @@ pub struct bcv_vfs_config_t {
     pub nrequest: u32,
     /// How attached containers are reached (retries, timeouts, cloud options, credentials callback).
     pub store: bcv_store_options_t,
+    /// Leases: how far clients' clocks may disagree, in milliseconds. An expired lease is taken over only
+    /// this long after its expiry. Default 5000.
+    pub lease_max_skew_ms: u64,
+    /// Leases: the lease time a holder needs left after the renewal preceding each of its manifest writes
+    /// (and the shortest duration obtain accepts, exclusive), in milliseconds. Default 5000.
+    pub lease_safety_margin_ms: u64,
 }
 
 /// What `bcv_vfs_poll` changed. The names are in its JSON output.
@@ -142,7 +149,7 @@ fn vfs_of(handle: bcv_handle_t) -> Result<Arc<Object>, bcv_status_t> {
 }
 
 /// Runs `f` on the VFS behind `handle`.
-fn with_vfs(handle: bcv_handle_t, f: impl FnOnce(&BlockVfs) -> bcv_status_t) -> bcv_status_t {
+pub(crate) fn with_vfs(handle: bcv_handle_t, f: impl FnOnce(&BlockVfs) -> bcv_status_t) -> bcv_status_t {
     let o = try_status!(vfs_of(handle));
     let Object::Vfs(v) = &*o else { return BCV_E_WRONG_TYPE };
     f(v)
@@ -197,6 +204,8 @@ pub unsafe extern "C" fn bcv_vfs_config_init(config: *mut bcv_vfs_config_t) -> b
                 cache_size: DEFAULT_CACHE_SIZE,
                 nrequest: 8,
                 store: default_store_options(),
+                lease_max_skew_ms: LeaseOptions::default().max_skew.as_millis() as u64,
+                lease_safety_margin_ms: LeaseOptions::default().safety_margin.as_millis() as u64,
             }
         };
         BCV_OK
@@ -240,6 +249,10 @@ pub unsafe extern "C" fn bcv_vfs_new(
         cfg.nrequest = c.nrequest as usize;
         cfg.store = store;
         cfg.runtime = Some(rt);
+        cfg.lease = LeaseOptions {
+            max_skew: Duration::from_millis(c.lease_max_skew_ms),
+            safety_margin: Duration::from_millis(c.lease_safety_margin_ms),
+        };
         match BlockVfs::create(cfg) {
             Ok(vfs) => put(out, table::insert(Object::Vfs(Box::new(vfs)))),
             Err(e) => fail_vfs(&e),
@@ -281,23 +294,70 @@ pub unsafe extern "C" fn bcv_vfs_attach(
     alias_cap: usize,
     alias_len: *mut usize,
 ) -> bcv_status_t {
+    guard(|| attach(vfs, url, alias, flags, None, alias_out, alias_cap, alias_len))
+}
+
+/// As `bcv_vfs_attach`, for a secure container: `secure` (see `bcv_secure_t`; NULL attaches a plaintext
+/// container) gives the cipher and its keys. The call takes ownership of `secure->user_data`, also when it
+/// fails. A container is secure when it was created so (`bcv_container_open_secure` + `bcv_container_create`).
+/// Errors: as `bcv_vfs_attach`, and `BCV_E_SECURE` (a plaintext container given a key, a secure one given
+/// none: use `bcv_vfs_attach` / this call accordingly), `BCV_E_AUTH` (a wrong key or another cipher: the
+/// message names `bcv_secure.json`), `BCV_E_INVALID` (`bcv_secure_t` with none or several of its choices).
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn bcv_vfs_attach_secure(
+    vfs: bcv_handle_t,
+    url: *const c_char,
+    alias: *const c_char,
+    flags: u32,
+    secure: *const bcv_secure_t,
+    alias_out: *mut c_char,
+    alias_cap: usize,
+    alias_len: *mut usize,
+) -> bcv_status_t {
     guard(|| {
-        if flags & !BCV_ATTACH_IF_NOT_ATTACHED != 0 {
-            return fail_with(BCV_E_INVALID, &format!("unknown attach flags {flags:#x}"));
+        let secure = try_status!(secure_options(secure));
+        attach(vfs, url, alias, flags, secure, alias_out, alias_cap, alias_len)
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attach(
+    vfs: bcv_handle_t,
+    url: *const c_char,
+    alias: *const c_char,
+    flags: u32,
+    secure: Option<SecureOptions>,
+    alias_out: *mut c_char,
+    alias_cap: usize,
+    alias_len: *mut usize,
+) -> bcv_status_t {
+    if flags & !BCV_ATTACH_IF_NOT_ATTACHED != 0 {
+        return fail_with(BCV_E_INVALID, &format!("unknown attach flags {flags:#x}"));
+    }
+    let url = try_status!(c_str(url, "url"));
+    let alias = try_status!(opt_str(alias, "alias")).map(str::to_owned);
+    let options = AttachOptions { alias, if_not_attached: flags & BCV_ATTACH_IF_NOT_ATTACHED != 0, secure };
+    with_vfs(vfs, |v| match v.attach(url, &options) {
+        Ok(a) => {
+            put_opt(alias_len, copy_out(&a, alias_out, alias_cap));
+            BCV_OK
         }
-        let url = try_status!(c_str(url, "url"));
-        let alias = try_status!(opt_str(alias, "alias")).map(str::to_owned);
-        let options = AttachOptions {
-            alias,
-            if_not_attached: flags & BCV_ATTACH_IF_NOT_ATTACHED != 0,
-            ..AttachOptions::default()
-        };
-        with_vfs(vfs, |v| match v.attach(url, &options) {
-            Ok(a) => {
-                put_opt(alias_len, copy_out(&a, alias_out, alias_cap));
-                BCV_OK
-            }
-            Err(e) => fail_vfs(&e),
+        Err(e) => fail_vfs(&e),
+    })
+}
+
+/// Writes to `*client` whether this VFS is the client of a multi-process daemon serving its cache directory
+/// (then it is read-only; see `bcv_daemon_start`). Errors: `BCV_E_INVALID` (NULL), `BCV_E_BAD_HANDLE`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bcv_vfs_is_daemon_client(vfs: bcv_handle_t, client: *mut bool) -> bcv_status_t {
+    guard(|| {
+        if client.is_null() {
+            return fail_with(BCV_E_INVALID, "output pointer is NULL");
+        }
+        with_vfs(vfs, |v| {
+            put_opt(client, v.is_daemon_client());
+            BCV_OK
         })
     })
 }
@@ -603,29 +663,26 @@ pub unsafe extern "C" fn bcv_vfs_cache_stats(
 ) -> bcv_status_t {
     guard(|| {
         with_vfs(vfs, |v| {
-            let s = v.cache_stats();
-            put_opt(
-                stats,
-                bcv_cache_stats_t {
-                    hits: s.hits,
-                    misses: s.misses,
-                    bytes_fetched: s.bytes_fetched,
-                    evictions: s.evictions,
-                },
-            );
-            let u = v.cache_usage();
-            put_opt(
-                usage,
-                bcv_cache_usage_t {
-                    clean_slots: u.clean_slots,
-                    dirty_slots: u.dirty_slots,
-                    block_size: u.block_size,
-                    capacity: u.capacity,
-                },
-            );
+            put_opt(stats, cache_stats_of(&v.cache_stats()));
+            put_opt(usage, cache_usage_of(&v.cache_usage()));
             BCV_OK
         })
     })
+}
+
+/// The C form of the cache's activity counters.
+pub(crate) fn cache_stats_of(s: &CacheStats) -> bcv_cache_stats_t {
+    bcv_cache_stats_t { hits: s.hits, misses: s.misses, bytes_fetched: s.bytes_fetched, evictions: s.evictions }
+}
+
+/// The C form of the cache's occupancy.
+pub(crate) fn cache_usage_of(u: &CacheUsage) -> bcv_cache_usage_t {
+    bcv_cache_usage_t {
+        clean_slots: u.clean_slots,
+        dirty_slots: u.dirty_slots,
+        block_size: u.block_size,
+        capacity: u.capacity,
+    }
 }
 
 /// Copies the last error that a bcv VFS met inside an SQLite call on this thread (the reason behind an

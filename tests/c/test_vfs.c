@@ -3,7 +3,9 @@
  * a container in a temporary directory, two clients with their own caches (write, upload, poll), a
  * conflict between two writers, background jobs (prefetch, cancel, release in any order), a store
  * implemented here in C, the credentials callback (against Azurite when BCV_TEST_AZURE_URL is set),
- * and bad handles and arguments. Run plain, under valgrind and with AddressSanitizer by
+ * secure containers (key ring, key provider, a cipher written in C; the bucket and caches are searched for
+ * known plaintext), the lease lock, multi-process mode (this binary re-runs itself as the daemon's client
+ * process), and bad handles and arguments. Run plain, under valgrind and with AddressSanitizer by
  * scripts/test-c.sh. Ends with the line "N passed, M failed".
  */
 #define _GNU_SOURCE
@@ -17,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static int passed, failed;
@@ -38,6 +42,9 @@ static int current_failed;
 #define WAIT_MS 60000
 
 static char base_dir[64];
+/* This test binary, for re-running it as a child process (read at start: under valgrind, /proc/self/exe is
+ * only the program's own path through readlink). */
+static char self_exe[4096];
 
 static void sleep_ms(int ms) {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -987,6 +994,432 @@ static void virtual_tables(void) {
     finish_runtime(rt);
 }
 
+/* ---- Secure containers ---- */
+
+/* Counts the files under a directory that contain `needle` (static state for nftw). */
+static const char *scan_needle;
+static int scan_hits;
+
+static int scan_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)ftw;
+    if (flag != FTW_F || sb->st_size == 0) return 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    char *buf = malloc((size_t)sb->st_size);
+    size_t n = buf ? fread(buf, 1, (size_t)sb->st_size, f) : 0;
+    if (n && memmem(buf, n, scan_needle, strlen(scan_needle))) {
+        fprintf(stderr, "  (scan) \"%s\" is in %s\n", scan_needle, path);
+        scan_hits++;
+    }
+    free(buf);
+    fclose(f);
+    return 0;
+}
+
+static int files_containing(const char *dir, const char *needle) {
+    scan_needle = needle;
+    scan_hits = 0;
+    nftw(dir, scan_entry, 16, FTW_PHYS);
+    return scan_hits;
+}
+
+/* A key provider knowing the keys in a small table; counts its calls. */
+struct key_table {
+    uint32_t ids[2];
+    uint8_t keys[2][BCV_KEY_LEN];
+    atomic_int asked, freed;
+};
+
+static bcv_status_t provide_key(void *user, uint32_t id, uint8_t *key_out) {
+    struct key_table *t = user;
+    atomic_fetch_add(&t->asked, 1);
+    for (int i = 0; i < 2; i++) {
+        if (t->ids[i] == id) {
+            memcpy(key_out, t->keys[i], BCV_KEY_LEN);
+            return BCV_OK;
+        }
+    }
+    return BCV_E_NOT_FOUND;
+}
+
+static void free_key_table(void *user) {
+    atomic_fetch_add(&((struct key_table *)user)->freed, 1);
+}
+
+/* An application cipher written here (a test cipher, not a secure one): 16 random nonce bytes, the data XORed
+ * with a keystream derived from a secret, the nonce and the context, then a 16-byte tag over all of it. */
+struct toy_cipher {
+    uint64_t secret;
+    atomic_int seals, opens, freed;
+    int refuse; /* open always fails */
+};
+
+static uint64_t mix(uint64_t h, uint64_t v) {
+    h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+    h *= 0xff51afd7ed558ccdull;
+    return h ^ (h >> 33);
+}
+
+static uint64_t hash_bytes(uint64_t h, const uint8_t *p, size_t n) {
+    for (size_t i = 0; i < n; i++) h = mix(h, p[i]);
+    return h;
+}
+
+static void toy_stream(const struct toy_cipher *c, const uint8_t *nonce, const uint8_t *ctx, size_t ctx_len,
+                       const uint8_t *in, size_t n, uint8_t *out) {
+    uint64_t seed = hash_bytes(hash_bytes(c->secret, nonce, 16), ctx, ctx_len);
+    for (size_t i = 0; i < n; i++) {
+        if (i % 8 == 0) seed = mix(seed, i);
+        out[i] = in[i] ^ (uint8_t)(seed >> (8 * (i % 8)));
+    }
+}
+
+static void toy_tag(const struct toy_cipher *c, const uint8_t *ctx, size_t ctx_len, const uint8_t *body, size_t n,
+                    uint8_t *tag) {
+    uint64_t a = hash_bytes(hash_bytes(mix(c->secret, 1), ctx, ctx_len), body, n);
+    uint64_t b = mix(a, c->secret);
+    memcpy(tag, &a, 8);
+    memcpy(tag + 8, &b, 8);
+}
+
+static bcv_status_t toy_seal(void *user, const uint8_t *ctx, size_t ctx_len, const uint8_t *in, size_t n,
+                             uint8_t *out) {
+    struct toy_cipher *c = user;
+    atomic_fetch_add(&c->seals, 1);
+    uint64_t r1 = ((uint64_t)rand() << 32) ^ (uint64_t)rand() ^ (uint64_t)now_ms();
+    uint64_t r2 = mix(r1, (uint64_t)atomic_load(&c->seals));
+    memcpy(out, &r1, 8);
+    memcpy(out + 8, &r2, 8);
+    toy_stream(c, out, ctx, ctx_len, in, n, out + 16);
+    toy_tag(c, ctx, ctx_len, out, 16 + n, out + 16 + n);
+    return BCV_OK;
+}
+
+static bcv_status_t toy_open(void *user, const uint8_t *ctx, size_t ctx_len, const uint8_t *in, size_t n,
+                             uint8_t *out) {
+    struct toy_cipher *c = user;
+    atomic_fetch_add(&c->opens, 1);
+    uint8_t tag[16];
+    toy_tag(c, ctx, ctx_len, in, n - 16, tag);
+    if (c->refuse || memcmp(tag, in + n - 16, 16) != 0) return BCV_E_AUTH;
+    toy_stream(c, in, ctx, ctx_len, in + 16, n - BCV_SEAL_OVERHEAD, out);
+    return BCV_OK;
+}
+
+static void toy_free(void *user) {
+    atomic_fetch_add(&((struct toy_cipher *)user)->freed, 1);
+}
+
+static bcv_secure_t ring_of(const bcv_key_t *keys, size_t n, uint32_t current_key) {
+    bcv_secure_t s;
+    OK(bcv_secure_init(&s));
+    s.keys = keys;
+    s.key_count = n;
+    s.current_key = current_key;
+    return s;
+}
+
+static bcv_secure_t toy_secure(struct toy_cipher *c, const char *name) {
+    bcv_secure_t s;
+    OK(bcv_secure_init(&s));
+    s.cipher_name = name;
+    s.seal = toy_seal;
+    s.open = toy_open;
+    s.user_data = c;
+    s.user_data_free = toy_free;
+    return s;
+}
+
+#define CANARY "CANARY-7f3a-plaintext"
+
+static void secure_containers(void) {
+    bcv_handle_t rt = new_runtime(), tools = 0;
+    char bucket[128];
+    snprintf(bucket, sizeof bucket, "%s", path_of("secure-bucket"));
+    make_db(path_of("secure-src.db"), 300);
+    CHECK_EQ(exec_sql(NULL, path_of("secure-src.db"), "INSERT INTO items VALUES (100000, '" CANARY "', NULL)"),
+             SQLITE_OK);
+
+    bcv_key_t k1 = {1, {0}}, k2 = {2, {0}}, wrong = {1, {0}};
+    OK(bcv_key_generate(k1.key));
+    OK(bcv_key_generate(k2.key));
+    OK(bcv_key_generate(wrong.key));
+    CHECK(memcmp(k1.key, k2.key, BCV_KEY_LEN) != 0);
+    CHECK_EQ(bcv_key_generate(NULL), BCV_E_INVALID);
+
+    /* The tools create a secure container and upload the file sealed. */
+    bcv_secure_t s = ring_of(&k1, 1, 1);
+    OK(bcv_container_open_secure(bucket, NULL, 4, &s, &tools));
+    OK(bcv_container_create(tools, 65536, 0, false));
+    OK(bcv_container_upload_file(tools, path_of("secure-src.db"), "main.db", NULL, NULL, NULL));
+    OK(bcv_release(tools));
+
+    /* A VFS with the key reads and writes it; the new rows are uploaded sealed. */
+    bcv_handle_t one = new_vfs(rt, "cache-sec-one", "bcv-c-sec-one", 4);
+    s = ring_of(&k1, 1, 1);
+    OK(bcv_vfs_attach_secure(one, bucket, "sec", 0, &s, NULL, 0, NULL));
+    CHECK_EQ(query_int("bcv-c-sec-one", "/sec/main.db", "SELECT count(*) FROM items"), 301);
+    CHECK_EQ(exec_sql("bcv-c-sec-one", "/sec/main.db", "INSERT INTO items VALUES (100001, 'second " CANARY "', NULL)"),
+             SQLITE_OK);
+    OK(bcv_vfs_upload(one, "sec", -1, NULL, NULL));
+    /* Without the key, or with a wrong one, attaching fails clearly. */
+    CHECK_EQ(bcv_vfs_attach(one, bucket, "nokey", 0, NULL, 0, NULL), BCV_E_SECURE);
+    s = ring_of(&wrong, 1, 1);
+    CHECK_EQ(bcv_vfs_attach_secure(one, bucket, "wrong", 0, &s, NULL, 0, NULL), BCV_E_AUTH);
+    CHECK(strstr(bcv_last_error_message(), "bcv_secure.json") != NULL);
+    /* A key for a plaintext container is refused too. */
+    s = ring_of(&k1, 1, 1);
+    CHECK_EQ(bcv_vfs_attach_secure(one, container_url(), "plain", 0, &s, NULL, 0, NULL), BCV_E_SECURE);
+    CHECK(strcmp(bcv_status_name(BCV_E_SECURE), "BCV_E_SECURE") == 0);
+
+    /* Rotation: a ring of both keys seals new data with key 2; a key provider knowing both reads everything. */
+    bcv_handle_t two = new_vfs(rt, "cache-sec-two", "bcv-c-sec-two", 4);
+    bcv_key_t both[2] = {k1, k2};
+    s = ring_of(both, 2, 2);
+    OK(bcv_vfs_attach_secure(two, bucket, "sec", 0, &s, NULL, 0, NULL));
+    CHECK_EQ(exec_sql("bcv-c-sec-two", "/sec/main.db", "INSERT INTO items VALUES (100002, 'third', NULL)"), SQLITE_OK);
+    OK(bcv_vfs_upload(two, "sec", -1, NULL, NULL));
+    s = ring_of(both, 2, 3); /* no key 3 */
+    CHECK_EQ(bcv_vfs_attach_secure(two, bucket, "bad", 0, &s, NULL, 0, NULL), BCV_E_INVALID);
+    OK(bcv_release(two));
+    struct key_table table = {{1, 2}, {{0}}, 0, 0};
+    memcpy(table.keys[0], k1.key, BCV_KEY_LEN);
+    memcpy(table.keys[1], k2.key, BCV_KEY_LEN);
+    bcv_handle_t three = new_vfs(rt, "cache-sec-three", "bcv-c-sec-three", 4);
+    OK(bcv_secure_init(&s));
+    s.key_provider = provide_key;
+    s.current_key = 2;
+    s.user_data = &table;
+    s.user_data_free = free_key_table;
+    OK(bcv_vfs_attach_secure(three, bucket, "sec", 0, &s, NULL, 0, NULL));
+    CHECK_EQ(query_int("bcv-c-sec-three", "/sec/main.db", "SELECT count(*) FROM items WHERE id >= 100000"), 3);
+    CHECK(atomic_load(&table.asked) >= 2); /* both keys were needed */
+    CHECK_EQ(atomic_load(&table.freed), 0);
+    OK(bcv_release(three));
+    CHECK_EQ(atomic_load(&table.freed), 1);
+
+    /* No plaintext anywhere: not in the bucket's objects, not in the caches. */
+    CHECK_EQ(query_int("bcv-c-sec-one", "/sec/main.db", "SELECT count(*) FROM items WHERE id >= 100000"), 2);
+    CHECK_EQ(files_containing(bucket, CANARY), 0);
+    CHECK_EQ(files_containing(path_of("cache-sec-one"), CANARY), 0);
+    CHECK_EQ(files_containing(path_of("cache-sec-three"), CANARY), 0);
+    CHECK_EQ(files_containing(path_of("secure-src.db"), CANARY), 1); /* the scan does find it in plain files */
+    OK(bcv_release(one));
+
+    /* Bad configurations: none or two of the choices; the user data is freed once either way. */
+    struct toy_cipher toy = {0x5eed, 0, 0, 0, 0};
+    bcv_handle_t four = new_vfs(rt, "cache-sec-four", "bcv-c-sec-four", 4);
+    OK(bcv_secure_init(&s));
+    CHECK_EQ(bcv_vfs_attach_secure(four, bucket, "none", 0, &s, NULL, 0, NULL), BCV_E_INVALID);
+    s = toy_secure(&toy, "toy-xor-1");
+    s.keys = &k1;
+    s.key_count = 1;
+    CHECK_EQ(bcv_vfs_attach_secure(four, bucket, "two", 0, &s, NULL, 0, NULL), BCV_E_INVALID);
+    CHECK_EQ(atomic_load(&toy.freed), 1);
+    CHECK_EQ(bcv_secure_init(NULL), BCV_E_INVALID);
+    CHECK_EQ(bcv_container_open_secure(bucket, NULL, 1, NULL, &tools), BCV_E_INVALID);
+
+    /* An application cipher: a container made with it round-trips through SQL and upload (sealing runs on bcv
+     * worker threads), another cipher name is refused, a cipher that cannot open fails authentication. */
+    char toy_bucket[128];
+    snprintf(toy_bucket, sizeof toy_bucket, "%s", path_of("toy-bucket"));
+    atomic_store(&toy.freed, 0);
+    s = toy_secure(&toy, "toy-xor-1");
+    OK(bcv_container_open_secure(toy_bucket, NULL, 4, &s, &tools));
+    OK(bcv_container_create(tools, 65536, 0, false));
+    OK(bcv_container_upload_file(tools, path_of("secure-src.db"), "main.db", NULL, NULL, NULL));
+    OK(bcv_release(tools));
+    CHECK_EQ(atomic_load(&toy.freed), 1);
+    CHECK(atomic_load(&toy.seals) > 1);
+    s = toy_secure(&toy, "toy-xor-1");
+    OK(bcv_vfs_attach_secure(four, toy_bucket, "toy", 0, &s, NULL, 0, NULL));
+    CHECK_EQ(query_int("bcv-c-sec-four", "/toy/main.db", "SELECT count(*) FROM items"), 301);
+    CHECK_EQ(exec_sql("bcv-c-sec-four", "/toy/main.db", "UPDATE items SET name = name || ' " CANARY "'"), SQLITE_OK);
+    OK(bcv_vfs_upload(four, "toy", -1, NULL, NULL));
+    CHECK(atomic_load(&toy.opens) > 0);
+    CHECK_EQ(files_containing(toy_bucket, CANARY), 0);
+    CHECK_EQ(files_containing(path_of("cache-sec-four"), CANARY), 0);
+    struct toy_cipher other = {0x5eed, 0, 0, 0, 0};
+    s = toy_secure(&other, "toy-xor-2");
+    CHECK_EQ(bcv_vfs_attach_secure(four, toy_bucket, "toy2", 0, &s, NULL, 0, NULL), BCV_E_AUTH);
+    CHECK(strstr(bcv_last_error_message(), "toy-xor-1") != NULL);
+    struct toy_cipher refusing = {0x5eed, 0, 0, 0, 1};
+    s = toy_secure(&refusing, "toy-xor-1");
+    CHECK_EQ(bcv_vfs_attach_secure(four, toy_bucket, "toy3", 0, &s, NULL, 0, NULL), BCV_E_AUTH);
+    CHECK_EQ(atomic_load(&refusing.freed), 1);
+    CHECK_EQ(atomic_load(&other.freed), 1);
+    OK(bcv_release(four));
+    CHECK_EQ(atomic_load(&toy.freed), 2); /* the tools' copy, then the VFS's went with it */
+    finish_runtime(rt);
+}
+
+/* ---- The lease lock ---- */
+
+static void lease_lock(void) {
+    bcv_handle_t rt = new_runtime(), tools = 0;
+    char bucket[128];
+    snprintf(bucket, sizeof bucket, "%s", path_of("lease-bucket"));
+    make_db(path_of("lease-src.db"), 100);
+    OK(bcv_container_open(bucket, NULL, 4, &tools));
+    OK(bcv_container_create(tools, 65536, 0, false));
+    OK(bcv_container_upload_file(tools, path_of("lease-src.db"), "main.db", NULL, NULL, NULL));
+    OK(bcv_container_upload_file(tools, path_of("lease-src.db"), "other.db", NULL, NULL, NULL));
+
+    bcv_lease_t lease, seen;
+    bool found = true;
+    OK(bcv_container_lease_status(tools, &seen, &found));
+    CHECK(!found);
+    CHECK_EQ(bcv_container_lease_obtain(tools, "writer-a", 1000, &lease), BCV_E_INVALID); /* <= safety margin */
+    OK(bcv_container_lease_obtain(tools, "writer-a", 60000, &lease));
+    CHECK(strcmp(lease.holder, "writer-a") == 0 && strlen(lease.token) == 32 && lease.generation >= 1);
+    CHECK(lease.expires_unix_ms - lease.acquired_unix_ms == 60000);
+
+    /* Two VFS clients: neither can obtain it, and an upload from either is refused while it is held. */
+    bcv_handle_t one = new_vfs(rt, "cache-lease-one", "bcv-c-lease-one", 4);
+    bcv_handle_t two = new_vfs(rt, "cache-lease-two", "bcv-c-lease-two", 4);
+    OK(bcv_vfs_attach(one, bucket, "l", 0, NULL, 0, NULL));
+    OK(bcv_vfs_attach(two, bucket, "l", 0, NULL, 0, NULL));
+    CHECK_EQ(bcv_vfs_lease_obtain(two, "l", "writer-b", 60000, NULL), BCV_E_LEASE_HELD);
+    CHECK(strstr(bcv_last_error_message(), "writer-a") != NULL);
+    CHECK(strcmp(bcv_status_name(BCV_E_LEASE_HELD), "BCV_E_LEASE_HELD") == 0);
+    CHECK_EQ(exec_sql("bcv-c-lease-two", "/l/other.db", "DELETE FROM items WHERE id <= 10"), SQLITE_OK);
+    CHECK_EQ(bcv_vfs_upload(two, "l", -1, NULL, NULL), BCV_E_LEASE_HELD);
+    OK(bcv_vfs_lease_status(two, "l", &seen, &found));
+    CHECK(found && strcmp(seen.token, lease.token) == 0 && strcmp(seen.holder, "writer-a") == 0);
+    OK(bcv_vfs_lease_held(two, "l", NULL, &found));
+    CHECK(!found);
+
+    /* VFS one adopts the holding by its token: it may upload (renewing the lease), extend and release it. */
+    CHECK_EQ(bcv_vfs_lease_adopt(one, "l", "0123456789abcdef0123456789abcdef", NULL), BCV_E_LEASE_LOST);
+    OK(bcv_vfs_lease_adopt(one, "l", lease.token, &seen));
+    CHECK_EQ(seen.generation, lease.generation);
+    CHECK_EQ(exec_sql("bcv-c-lease-one", "/l/main.db", "DELETE FROM items WHERE id > 90"), SQLITE_OK);
+    OK(bcv_vfs_upload(one, "l", -1, NULL, NULL));
+    OK(bcv_vfs_lease_extend(one, "l", 120000, &seen));
+    CHECK(strcmp(seen.token, lease.token) == 0 && seen.expires_unix_ms > lease.expires_unix_ms);
+    OK(bcv_vfs_lease_held(one, "l", &seen, &found));
+    CHECK(found && strcmp(seen.holder, "writer-a") == 0);
+    OK(bcv_vfs_lease_release(one, "l"));
+    CHECK_EQ(bcv_vfs_lease_release(one, "l"), BCV_E_LEASE_LOST);
+    /* The tools' own holding was released under them. */
+    CHECK_EQ(bcv_container_lease_extend(tools, NULL, 60000, NULL), BCV_E_LEASE_LOST);
+
+    /* Released: two obtains it, and its held-back upload now goes through. */
+    OK(bcv_vfs_lease_obtain(two, "l", "writer-b", 60000, &lease));
+    CHECK(strcmp(lease.holder, "writer-b") == 0);
+    OK(bcv_vfs_upload(two, "l", -1, NULL, NULL));
+    CHECK_EQ(query_int("bcv-c-lease-two", "/l/other.db", "SELECT count(*) FROM items"), 90);
+    /* Another process of the application extends and releases it by token, through the tools. */
+    OK(bcv_container_lease_extend(tools, lease.token, 60000, &seen));
+    CHECK(strcmp(seen.holder, "writer-b") == 0);
+    OK(bcv_container_lease_release(tools, lease.token));
+    OK(bcv_container_lease_status(tools, NULL, &found));
+    CHECK(!found);
+    CHECK_EQ(bcv_vfs_lease_extend(two, "l", 60000, NULL), BCV_E_LEASE_LOST);
+    CHECK_EQ(bcv_vfs_lease_obtain(two, "nosuch", "x", 60000, NULL), BCV_E_NOT_FOUND);
+    OK(bcv_release(one));
+    OK(bcv_release(two));
+    OK(bcv_release(tools));
+    finish_runtime(rt);
+}
+
+/* ---- Multi-process mode ---- */
+
+/* The child side of daemon_mode: a VFS on the daemon's directory in another process. Exit status 0 when
+ * everything behaved; the failures are printed. */
+static int daemon_child(const char *dir, const char *plain_url, const char *secure_url) {
+    snprintf(base_dir, sizeof base_dir, "%s", "/tmp");
+    current = "daemon child";
+    bcv_handle_t rt = new_runtime(), vfs = 0;
+    bcv_vfs_config_t cfg;
+    OK(bcv_vfs_config_init(&cfg));
+    cfg.cache_dir = dir;
+    cfg.name = "bcv-c-daemon-child";
+    OK(bcv_vfs_new(rt, &cfg, &vfs));
+    bool client = false;
+    OK(bcv_vfs_is_daemon_client(vfs, &client));
+    CHECK(client);
+    OK(bcv_vfs_attach(vfs, plain_url, "p", 0, NULL, 0, NULL));
+    CHECK_EQ(query_int("bcv-c-daemon-child", "/p/main.db", "SELECT count(*) FROM items"), 2000);
+    CHECK_EQ(bcv_vfs_poll(vfs, "p", NULL, NULL), BCV_OK); /* asks the daemon */
+    /* Read-only: SQLite refuses writes, bcv refuses uploads. */
+    CHECK(exec_sql("bcv-c-daemon-child", "/p/main.db", "DELETE FROM items") != SQLITE_OK);
+    CHECK_EQ(bcv_vfs_upload(vfs, "p", -1, NULL, NULL), BCV_E_READ_ONLY);
+    CHECK_EQ(bcv_vfs_delete(vfs, "p", "main.db"), BCV_E_READ_ONLY);
+    /* A secure container without a key of its own: the daemon hands the key over after the attach. */
+    OK(bcv_vfs_attach(vfs, secure_url, "s", 0, NULL, 0, NULL));
+    CHECK_EQ(query_int("bcv-c-daemon-child", "/s/main.db", "SELECT count(*) FROM items WHERE id >= 100000"), 3);
+    OK(bcv_release(vfs));
+    finish_runtime(rt);
+    return current_failed;
+}
+
+static void daemon_mode(void) {
+    bcv_handle_t rt = new_runtime(), daemon = 0;
+    bcv_daemon_config_t cfg;
+    CHECK_EQ(bcv_daemon_config_init(NULL), BCV_E_INVALID);
+    OK(bcv_daemon_config_init(&cfg));
+    CHECK_EQ(bcv_daemon_start(&cfg, &daemon), BCV_E_INVALID); /* no cache_dir */
+    cfg.cache_dir = path_of("daemon-cache");
+    cfg.cache_size = 32ull << 20;
+    /* A secure container whose key only the daemon has. */
+    bcv_key_t keys[1];
+    bcv_handle_t probe = 0;
+    OK(bcv_key_generate(keys[0].key));
+    keys[0].id = 7;
+    char own_secure[128];
+    snprintf(own_secure, sizeof own_secure, "%s", path_of("daemon-secure-bucket"));
+    bcv_secure_t s = ring_of(keys, 1, 7);
+    bcv_handle_t tools = 0;
+    OK(bcv_container_open_secure(own_secure, NULL, 4, &s, &tools));
+    OK(bcv_container_create(tools, 65536, 0, false));
+    make_db(path_of("daemon-src.db"), 50);
+    CHECK_EQ(exec_sql(NULL, path_of("daemon-src.db"),
+                      "INSERT INTO items VALUES (100000, '" CANARY "', NULL), (100001, 'b', NULL), (100002, 'c', NULL)"),
+             SQLITE_OK);
+    OK(bcv_container_upload_file(tools, path_of("daemon-src.db"), "main.db", NULL, NULL, NULL));
+    OK(bcv_release(tools));
+    char plain[128];
+    snprintf(plain, sizeof plain, "%s", path_of("daemon-plain-bucket"));
+    make_db(path_of("daemon-plain.db"), 2000);
+    OK(bcv_container_open(plain, NULL, 4, &tools));
+    OK(bcv_container_create(tools, 65536, 0, false));
+    OK(bcv_container_upload_file(tools, path_of("daemon-plain.db"), "main.db", NULL, NULL, NULL));
+    OK(bcv_release(tools));
+    bcv_daemon_key_t dk = {own_secure, keys, 1, 7};
+    cfg.keys = &dk;
+    cfg.key_count = 1;
+    OK(bcv_daemon_start(&cfg, &daemon));
+    CHECK_EQ(bcv_daemon_start(&cfg, &probe), BCV_E_CACHE_BUSY);
+
+    /* A reader in another process: this test binary again, in its child role. */
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl(self_exe, "test_vfs", "--daemon-child", path_of("daemon-cache"), plain, own_secure,
+              (char *)NULL);
+        _exit(127);
+    }
+    int status = -1;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    bcv_daemon_stats_t stats = {0};
+    OK(bcv_daemon_stats(daemon, &stats));
+    CHECK_EQ(stats.clients_total, 1);
+    CHECK(stats.cache.bytes_fetched > 0);
+    CHECK(stats.usage.capacity == 32ull << 20);
+    /* The shared cache holds the secure container's blocks sealed; the plain one's as they are. */
+    CHECK_EQ(files_containing(path_of("daemon-cache"), CANARY), 0);
+    CHECK(files_containing(path_of("daemon-cache"), "item 1999") > 0);
+    OK(bcv_daemon_stop(daemon));
+    OK(bcv_daemon_stop(daemon));
+    CHECK_EQ(bcv_daemon_stats(daemon, &stats), BCV_E_CLOSED);
+    CHECK_EQ(bcv_daemon_stats(rt, &stats), BCV_E_WRONG_TYPE);
+    OK(bcv_release(daemon));
+    CHECK_EQ(bcv_release(daemon), BCV_E_BAD_HANDLE);
+    finish_runtime(rt);
+}
+
 static void *all_tests(void *arg) {
     (void)arg;
     CHECK_EQ(bcv_abi_version(), BCV_ABI_VERSION);
@@ -997,10 +1430,20 @@ static void *all_tests(void *arg) {
     run("credentials callback", auth_callback);
     run("runtime freed before the VFS and its job", runtime_freed_first);
     run("virtual tables and bcv_kv transactions on the program's own connection", virtual_tables);
+    run("secure containers: key ring, rotation, key provider, a C cipher, no plaintext at rest", secure_containers);
+    run("the lease lock: held, fenced uploads, adopt, extend, release by token", lease_lock);
+    run("multi-process mode: a reader process through the daemon, key handout", daemon_mode);
     return NULL;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    if (argc == 5 && strcmp(argv[1], "--daemon-child") == 0) return daemon_child(argv[2], argv[3], argv[4]);
+    ssize_t n = readlink("/proc/self/exe", self_exe, sizeof self_exe - 1);
+    if (n <= 0) {
+        perror("readlink /proc/self/exe");
+        return 1;
+    }
+    self_exe[n] = 0;
     snprintf(base_dir, sizeof base_dir, "/tmp/bcv-c-vfs-XXXXXX");
     if (!mkdtemp(base_dir)) {
         perror("mkdtemp");

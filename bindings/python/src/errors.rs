@@ -11,7 +11,7 @@ use pyo3::types::PyModule;
 static ERRORS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 
 /// The exception class `name` of `bcv._errors`.
-fn class<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn class<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
     let module = ERRORS.get_or_try_init(py, || py.import("bcv._errors").map(Bound::unbind))?;
     module.bind(py).getattr(name)
 }
@@ -191,7 +191,19 @@ pub(crate) fn vfs_error(py: Python<'_>, error: VfsError, reason: Option<&'static
         }
         VfsError::Sqlite { source, .. } => sqlite_error(py, source.code, &text),
         VfsError::Runtime(e) => to_pyerr(py, e),
-        VfsError::Manifest { .. } | VfsError::CorruptBlock { .. } => make(py, "DatabaseError", (text,)),
+        VfsError::Manifest { .. } | VfsError::CorruptBlock { .. } | VfsError::LeaseObject { .. } => {
+            make(py, "DatabaseError", (text,))
+        }
+        VfsError::Crypto { .. } => make(py, "DecryptionError", (text,)),
+        VfsError::Secure { .. } => make(py, "SecureContainerError", (text,)),
+        VfsError::ReadOnly { .. } => make(py, "ReadOnlyError", (text,)),
+        VfsError::DaemonGone { .. } => make(py, "DaemonGoneError", (text,)),
+        VfsError::Daemon { .. } => make(py, "DaemonError", (text,)),
+        VfsError::LeaseHeld { ref holder, until_unix_ms, .. } => {
+            let (holder, until) = (holder.clone(), until_unix_ms as f64 / 1000.0);
+            make(py, "LeaseHeldError", (text, holder, until))
+        }
+        VfsError::LeaseLost { .. } => make(py, "LeaseLostError", (text,)),
         _ => make(py, "OperationalError", (text,)),
     }
 }

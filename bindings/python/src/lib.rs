@@ -16,12 +16,14 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 mod aio;
+mod daemon;
 mod errors;
 mod future;
 mod handle;
 mod http;
 mod resource;
 mod scope;
+mod secure;
 mod sql;
 mod stream;
 mod tls;
@@ -385,6 +387,9 @@ fn _bcv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<vfs::PyVfs>()?;
     m.add_class::<vfs::PyJob>()?;
     m.add_class::<vfs::PyContainer>()?;
+    m.add_class::<secure::PySecure>()?;
+    m.add_class::<daemon::PyDaemon>()?;
+    m.add_function(wrap_pyfunction!(secure::generate_key, m)?)?;
     m.add_class::<sql::PySqlConnection>()?;
     m.add_class::<sql::PySqlStatement>()?;
     m.add_function(wrap_pyfunction!(pipe, m)?)?;

@@ -13,9 +13,9 @@ use bcv_core::handle::{Error, Node, NodeState};
 use bcv_core::vfs::container::Manifest;
 use bcv_core::vfs::store::{ContainerStore, StoreOptions};
 use bcv_core::vfs::{
-    AttachOptions, BlockVfs, CleanupReport, ConnectOptions, Connection, ContainerTools, DEFAULT_BLOCK_SIZE,
-    DEFAULT_NAME_BYTES, DatabaseInfo, DatabaseStatus, JobOutcome, JobStatus, PollReport, PrefetchReport, Progress,
-    UploadOptions, UploadReport, VfsConfig, VfsError, VfsJob, list_of,
+    AttachOptions, BlockVfs, CacheStats, CacheUsage, CleanupReport, ConnectOptions, Connection, ContainerTools,
+    DEFAULT_BLOCK_SIZE, DEFAULT_NAME_BYTES, DatabaseInfo, DatabaseStatus, JobOutcome, JobStatus, LeaseInfo, PollReport,
+    PrefetchReport, Progress, UploadOptions, UploadReport, VfsConfig, VfsError, VfsJob, list_of,
 };
 use pyo3::IntoPyObjectExt;
 use pyo3::prelude::*;
@@ -24,6 +24,7 @@ use pyo3::types::{PyDict, PyList, PyModule, PyTuple};
 
 use crate::errors;
 use crate::handle::{HasSlot, Slot, Timed, Wait, call, duration, handle_class, lock, state_name, with_python};
+use crate::secure::PySecure;
 use crate::sql::PySqlConnection;
 
 static REPORTS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
@@ -155,8 +156,47 @@ fn manifest_dict<'py>(py: Python<'py>, m: &Manifest) -> PyResult<Bound<'py, PyDi
     Ok(out)
 }
 
+/// A `CacheStats` record from the core's counters and occupancy.
+pub(crate) fn cache_stats<'py>(py: Python<'py>, s: &CacheStats, u: &CacheUsage) -> PyResult<Bound<'py, PyAny>> {
+    report(
+        py,
+        "CacheStats",
+        &[
+            ("hits", v(py, s.hits)?),
+            ("misses", v(py, s.misses)?),
+            ("bytes_fetched", v(py, s.bytes_fetched)?),
+            ("evictions", v(py, s.evictions)?),
+            ("clean_slots", v(py, u.clean_slots)?),
+            ("dirty_slots", v(py, u.dirty_slots)?),
+            ("block_size", v(py, u.block_size)?),
+            ("capacity", v(py, u.capacity)?),
+        ],
+    )
+}
+
+/// A `Lease` record; times in Unix seconds.
+fn lease<'py>(py: Python<'py>, l: &LeaseInfo) -> PyResult<Bound<'py, PyAny>> {
+    report(
+        py,
+        "Lease",
+        &[
+            ("holder", v(py, &l.holder)?),
+            ("token", v(py, &l.token)?),
+            ("generation", v(py, l.generation)?),
+            ("acquired", v(py, l.acquired_unix_ms as f64 / 1000.0)?),
+            ("expires", v(py, l.expires_unix_ms as f64 / 1000.0)?),
+        ],
+    )
+}
+
+/// A lease duration in seconds.
+fn lease_duration(seconds: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| pyo3::exceptions::PyValueError::new_err("duration must be a non-negative number of seconds"))
+}
+
 /// Store options from the keyword arguments shared by `Vfs` and `Container`.
-fn store_options(retries: Option<u32>, request_timeout: Option<f64>) -> PyResult<StoreOptions> {
+pub(crate) fn store_options(retries: Option<u32>, request_timeout: Option<f64>) -> PyResult<StoreOptions> {
     let mut options = StoreOptions::default();
     if let Some(r) = retries {
         options.retries = r;
@@ -267,7 +307,8 @@ impl PyVfs {
     /// Raises `OperationalError` when another VFS or process owns the directory, `InvalidArgumentError` when
     /// the name is already registered, `OSError` for local I/O errors.
     #[new]
-    #[pyo3(signature = (cache_dir, *, name = "bcv".to_string(), cache_size = None, nrequest = 8, retries = None, request_timeout = None))]
+    #[pyo3(signature = (cache_dir, *, name = "bcv".to_string(), cache_size = None, nrequest = 8, retries = None, request_timeout = None, lease_max_skew = None, lease_safety_margin = None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         cache_dir: PathBuf,
@@ -276,6 +317,8 @@ impl PyVfs {
         nrequest: usize,
         retries: Option<u32>,
         request_timeout: Option<f64>,
+        lease_max_skew: Option<f64>,
+        lease_safety_margin: Option<f64>,
     ) -> PyResult<PyVfs> {
         errors::enter(py)?;
         let mut config = VfsConfig::new(&cache_dir);
@@ -285,6 +328,12 @@ impl PyVfs {
         }
         config.nrequest = nrequest.max(1);
         config.store = store_options(retries, request_timeout)?;
+        if let Some(skew) = seconds("lease_max_skew", lease_max_skew)? {
+            config.lease.max_skew = skew;
+        }
+        if let Some(margin) = seconds("lease_safety_margin", lease_safety_margin)? {
+            config.lease.safety_margin = margin;
+        }
         let vfs = py.detach(|| BlockVfs::create(config)).map_err(|e| errors::vfs_error(py, e, None))?;
         let id = vfs.node().id();
         Ok(PyVfs { inner: Mutex::new(Some(Arc::new(vfs))), name, cache_dir, id })
@@ -363,9 +412,20 @@ impl PyVfs {
     /// With `if_not_attached`, a container already attached under the alias with the same URL is not an
     /// error. Raises `OperationalError` when the alias is taken or the container does not exist (create it
     /// with `bcv.Container(url).create()`), `InvalidArgumentError` for a bad URL or alias.
-    #[pyo3(signature = (url, alias = None, if_not_attached = false))]
-    fn attach(&self, py: Python<'_>, url: String, alias: Option<String>, if_not_attached: bool) -> PyResult<String> {
-        self.run(py, move |v| v.attach(&url, &AttachOptions { alias, if_not_attached, ..AttachOptions::default() }))
+    ///
+    /// A secure container needs `secure` (a `bcv.Secure` with its keys or cipher): without it, or with it for
+    /// a plaintext container, `SecureContainerError`; a wrong key or another cipher, `DecryptionError`.
+    #[pyo3(signature = (url, alias = None, if_not_attached = false, *, secure = None))]
+    fn attach(
+        &self,
+        py: Python<'_>,
+        url: String,
+        alias: Option<String>,
+        if_not_attached: bool,
+        secure: Option<Py<PySecure>>,
+    ) -> PyResult<String> {
+        let secure = secure.map(|s| s.get().options.clone());
+        self.run(py, move |v| v.attach(&url, &AttachOptions { alias, if_not_attached, secure }))
     }
 
     /// Detaches `alias`. Raises `OperationalError` while a connection to it is open or it has local changes
@@ -490,20 +550,66 @@ impl PyVfs {
     /// The cache's activity counters and occupancy, as a `CacheStats` record.
     fn cache_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let (s, u) = self.run(py, |v| Ok((v.cache_stats(), v.cache_usage())))?;
-        report(
-            py,
-            "CacheStats",
-            &[
-                ("hits", v(py, s.hits)?),
-                ("misses", v(py, s.misses)?),
-                ("bytes_fetched", v(py, s.bytes_fetched)?),
-                ("evictions", v(py, s.evictions)?),
-                ("clean_slots", v(py, u.clean_slots)?),
-                ("dirty_slots", v(py, u.dirty_slots)?),
-                ("block_size", v(py, u.block_size)?),
-                ("capacity", v(py, u.capacity)?),
-            ],
-        )
+        cache_stats(py, &s, &u)
+    }
+
+    /// True when this VFS is the client of a `bcv.Daemon` serving its cache directory (from another
+    /// process): then it is read-only, and writes raise `bcv.ReadOnlyError`.
+    #[getter]
+    fn is_daemon_client(&self, py: Python<'_>) -> PyResult<bool> {
+        self.run(py, |v| Ok(v.is_daemon_client()))
+    }
+
+    /// Obtains the lease of `alias` for `holder` (a description naming this client, 1-256 bytes) for
+    /// `duration` seconds and returns it as a `Lease`. While held, other clients' uploads, copies and
+    /// deletes raise `LeaseHeldError`; this VFS's uploads renew it. Raises `LeaseHeldError` (naming the
+    /// holder and its expiry) when another client holds it, `InvalidArgumentError` for a duration not longer
+    /// than the safety margin or when this VFS holds it already.
+    fn lease_obtain<'py>(
+        &self,
+        py: Python<'py>,
+        alias: String,
+        holder: String,
+        duration: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let d = lease_duration(duration)?;
+        let info = self.run(py, move |v| v.lease_obtain(&alias, &holder, d))?;
+        lease(py, &info)
+    }
+
+    /// Extends the lease this VFS holds on `alias` to expire `duration` seconds from now. Raises
+    /// `LeaseLostError` when it holds none, it expired, or another client took it over.
+    fn lease_extend<'py>(&self, py: Python<'py>, alias: String, duration: f64) -> PyResult<Bound<'py, PyAny>> {
+        let d = lease_duration(duration)?;
+        let info = self.run(py, move |v| v.lease_extend(&alias, d))?;
+        lease(py, &info)
+    }
+
+    /// Releases the lease this VFS holds on `alias` (another client can obtain it at once; detaching
+    /// releases it too). Raises `LeaseLostError` when it held none or another client had taken it over.
+    fn lease_release(&self, py: Python<'_>, alias: String) -> PyResult<()> {
+        self.run(py, move |v| v.lease_release(&alias))
+    }
+
+    /// The lease of `alias` as recorded in the container, read now; `None` when there is none or it was
+    /// released. An expired lease nobody took over is returned (see `Lease.expired`).
+    fn lease_status<'py>(&self, py: Python<'py>, alias: String) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let info = self.run(py, move |v| v.lease_status(&alias))?;
+        info.map(|i| lease(py, &i)).transpose()
+    }
+
+    /// The lease this VFS holds on `alias` as it last wrote it (no request), or `None`.
+    fn lease_held<'py>(&self, py: Python<'py>, alias: String) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let info = self.run(py, move |v| v.lease_held(&alias))?;
+        info.map(|i| lease(py, &i)).transpose()
+    }
+
+    /// Makes this VFS the holder of the lease of `alias` obtained elsewhere under `token` (by another
+    /// process of the application), writing nothing. Raises `LeaseLostError` when the container's lease is
+    /// not the unexpired holding `token`.
+    fn lease_adopt<'py>(&self, py: Python<'py>, alias: String, token: String) -> PyResult<Bound<'py, PyAny>> {
+        let info = self.run(py, move |v| v.lease_adopt(&alias, &token))?;
+        lease(py, &info)
     }
 
     /// Opens database `db` of `alias` as a DB-API connection: `bcv.connect(self, self.path(alias, db), ...)`.
@@ -683,18 +789,74 @@ impl PyContainer {
     /// requests; `retries` and `request_timeout` (seconds) the retry policy. Raises `InvalidArgumentError`
     /// for a malformed URL or an unknown query key.
     #[new]
-    #[pyo3(signature = (url, *, nrequest = 8, retries = None, request_timeout = None))]
+    ///
+    /// With `secure` (a `bcv.Secure`), `create()` makes a secure container and uploads and downloads seal and
+    /// open its blocks; CBS cannot read such a container.
+    #[pyo3(signature = (url, *, nrequest = 8, retries = None, request_timeout = None, secure = None))]
     fn new(
         py: Python<'_>,
         url: String,
         nrequest: usize,
         retries: Option<u32>,
         request_timeout: Option<f64>,
+        secure: Option<Py<PySecure>>,
     ) -> PyResult<PyContainer> {
         errors::enter(py)?;
         let options = store_options(retries, request_timeout)?;
         let store = py.detach(|| ContainerStore::open(&url, &options)).map_err(|e| errors::vfs_error(py, e, None))?;
-        Ok(PyContainer { tools: ContainerTools::new(store, nrequest) })
+        let mut tools = ContainerTools::new(store, nrequest);
+        if let Some(secure) = secure {
+            tools = tools.with_secure(secure.get().options.clone());
+        }
+        Ok(PyContainer { tools })
+    }
+
+    /// Obtains the container's lease for `holder` for `duration` seconds (these tools' copy, delete and
+    /// upload calls are then fenced as the holder's) and returns it. Raises as `Vfs.lease_obtain`.
+    fn lease_obtain<'py>(&self, py: Python<'py>, holder: String, duration: f64) -> PyResult<Bound<'py, PyAny>> {
+        let d = lease_duration(duration)?;
+        let info = self.run(py, move |t| t.lease_obtain(&holder, d))?;
+        lease(py, &info)
+    }
+
+    /// Extends a holding to expire `duration` seconds from now: the one these tools hold, or with `token`
+    /// the holding `token` (obtained by any process). Raises `LeaseLostError` when it is not current.
+    #[pyo3(signature = (duration, token = None))]
+    fn lease_extend<'py>(&self, py: Python<'py>, duration: f64, token: Option<String>) -> PyResult<Bound<'py, PyAny>> {
+        let d = lease_duration(duration)?;
+        let info = self.run(py, move |t| match &token {
+            Some(token) => t.lease_extend_with_token(token, d),
+            None => t.lease_extend(d),
+        })?;
+        lease(py, &info)
+    }
+
+    /// Releases a holding: the one these tools hold, or with `token` the holding `token`. Raises
+    /// `LeaseLostError` when it is not current.
+    #[pyo3(signature = (token = None))]
+    fn lease_release(&self, py: Python<'_>, token: Option<String>) -> PyResult<()> {
+        self.run(py, move |t| match &token {
+            Some(token) => t.lease_release_with_token(token),
+            None => t.lease_release(),
+        })
+    }
+
+    /// The container's lease read now, or `None` (none, or released).
+    fn lease_status<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let info = self.run(py, |t| t.lease_status())?;
+        info.map(|i| lease(py, &i)).transpose()
+    }
+
+    /// Makes these tools the holder of the holding `token` obtained elsewhere, writing nothing.
+    fn lease_adopt<'py>(&self, py: Python<'py>, token: String) -> PyResult<Bound<'py, PyAny>> {
+        let info = self.run(py, move |t| t.lease_adopt(&token))?;
+        lease(py, &info)
+    }
+
+    /// True when the container is secure (has a `bcv_secure.json` marker). Raises `SecureContainerError`
+    /// when it is and these tools have no key, or the reverse.
+    fn is_secure(&self, py: Python<'_>) -> PyResult<bool> {
+        self.run(py, |t| t.is_secure())
     }
 
     /// The container's URL without secrets.

@@ -27,7 +27,16 @@ from typing_extensions import Buffer, Self
 
 from ._errors import BcvError
 from ._io import ReadStreamIO, WriteStreamIO
-from ._vfs import CacheStats, CleanupReport, DatabaseInfo, DatabaseStatus, PollReport, PrefetchReport, UploadReport
+from ._vfs import (
+    CacheStats,
+    CleanupReport,
+    DatabaseInfo,
+    DatabaseStatus,
+    Lease,
+    PollReport,
+    PrefetchReport,
+    UploadReport,
+)
 from .dbapi import Connection
 
 __version__: str
@@ -273,9 +282,14 @@ class Vfs:
         nrequest: int = 8,
         retries: Optional[int] = None,
         request_timeout: Optional[float] = None,
+        lease_max_skew: Optional[float] = None,
+        lease_safety_margin: Optional[float] = None,
     ) -> None: ...
     @property
     def name(self) -> str: ...
+    @property
+    def is_daemon_client(self) -> bool:
+        """True when a ``bcv.Daemon`` of another process serves this cache directory (then read-only)."""
     @property
     def cache_dir(self) -> Path: ...
     @property
@@ -290,8 +304,23 @@ class Vfs:
     def __exit__(
         self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
     ) -> bool: ...
-    def attach(self, url: str, alias: Optional[str] = None, if_not_attached: bool = False) -> str:
-        """Attaches the container at ``url``; returns its alias (default: the URL's last component)."""
+    def attach(
+        self, url: str, alias: Optional[str] = None, if_not_attached: bool = False, *, secure: Optional[Secure] = None
+    ) -> str:
+        """Attaches the container at ``url``; returns its alias (default: the URL's last component). A secure
+        container needs ``secure``."""
+    def lease_obtain(self, alias: str, holder: str, duration: float) -> Lease:
+        """Obtains the lease of ``alias`` for ``duration`` seconds; ``LeaseHeldError`` if another client holds it."""
+    def lease_extend(self, alias: str, duration: float) -> Lease:
+        """Extends the lease this VFS holds; ``LeaseLostError`` if it is gone."""
+    def lease_release(self, alias: str) -> None:
+        """Releases the lease this VFS holds; ``LeaseLostError`` if it is gone."""
+    def lease_status(self, alias: str) -> Optional[Lease]:
+        """The lease recorded in the container now, or ``None``."""
+    def lease_held(self, alias: str) -> Optional[Lease]:
+        """The lease this VFS holds (no request), or ``None``."""
+    def lease_adopt(self, alias: str, token: str) -> Lease:
+        """Becomes the holder of the holding ``token`` obtained elsewhere."""
     def detach(self, alias: str) -> None:
         """Detaches ``alias``; ``OperationalError`` while connected or with local changes."""
     def attached(self) -> List[Tuple[str, str]]:
@@ -355,11 +384,24 @@ class Container:
     """Operations on one container without a cache."""
 
     def __init__(
-        self, url: str, *, nrequest: int = 8, retries: Optional[int] = None, request_timeout: Optional[float] = None
+        self,
+        url: str,
+        *,
+        nrequest: int = 8,
+        retries: Optional[int] = None,
+        request_timeout: Optional[float] = None,
+        secure: Optional[Secure] = None,
     ) -> None: ...
     @property
     def url(self) -> str:
         """The URL without secrets."""
+    def is_secure(self) -> bool:
+        """True when the container has a ``bcv_secure.json`` marker."""
+    def lease_obtain(self, holder: str, duration: float) -> Lease: ...
+    def lease_extend(self, duration: float, token: Optional[str] = None) -> Lease: ...
+    def lease_release(self, token: Optional[str] = None) -> None: ...
+    def lease_status(self) -> Optional[Lease]: ...
+    def lease_adopt(self, token: str) -> Lease: ...
     def create(self, block_size: int = 4194304, name_bytes: int = 16, overwrite: bool = False) -> None:
         """Creates an empty container; ``OperationalError`` if one exists unless ``overwrite``."""
     def destroy(self) -> int:
@@ -376,6 +418,56 @@ class Container:
         """Deletes garbage blocks older than ``grace`` seconds (and orphans with ``find_orphans``)."""
     def manifest(self) -> Dict[str, Any]:
         """``block_size``, ``name_bytes``, ``max_db_id``, ``databases``, ``delete_list``, ``etag``."""
+
+class SealingCipher(Protocol):
+    """An application cipher for ``bcv.Secure(cipher=...)``: ``seal`` returns exactly ``len(plaintext) + 32``
+    bytes bound to ``context``; ``open`` returns the plaintext or raises ``AuthenticationError`` / returns
+    ``None``. Called from many threads."""
+
+    @property
+    def name(self) -> str: ...
+    def seal(self, context: bytes, plaintext: bytes) -> bytes: ...
+    def open(self, context: bytes, sealed: bytes) -> Optional[bytes]: ...
+
+class Secure:
+    """How a container is made secure: exactly one of ``keys`` (id -> 32-byte key; ``current`` seals new data,
+    default the highest id), ``key_provider`` (``key_id -> bytes | None``, with ``current``) or ``cipher``."""
+
+    def __init__(
+        self,
+        *,
+        keys: Optional[Dict[int, bytes]] = None,
+        current: Optional[int] = None,
+        key_provider: Optional[Callable[[int], Optional[bytes]]] = None,
+        cipher: Optional[SealingCipher] = None,
+    ) -> None: ...
+    @property
+    def cipher_name(self) -> str: ...
+
+class Daemon:
+    """Serves ``cache_dir`` to other processes' ``Vfs(cache_dir)`` (read-only clients sharing one cache)."""
+
+    def __init__(
+        self,
+        cache_dir: StrPath,
+        *,
+        cache_size: Optional[int] = None,
+        retries: Optional[int] = None,
+        request_timeout: Optional[float] = None,
+        keys: Optional[Dict[str, Secure]] = None,
+    ) -> None: ...
+    @property
+    def socket_path(self) -> Path: ...
+    @property
+    def stopped(self) -> bool: ...
+    def stats(self) -> Dict[str, Any]:
+        """``{"clients", "clients_total", "cache": CacheStats}``."""
+    def stop(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *args: object) -> None: ...
+
+def generate_key() -> bytes:
+    """32 random bytes: a new AES-256 key."""
 
 class SqlConnection:
     """The SQLite connection under a ``bcv.dbapi.Connection`` (internal)."""

@@ -233,3 +233,54 @@ class ConflictError(OperationalError):
     """Another client changed the container first: an upload whose databases were changed remotely, or a
     ``bcv_kv`` transaction whose snapshot is stale (``SQLITE_BUSY_SNAPSHOT``). Nothing was overwritten and
     nothing local was lost: roll back (or revert), poll, and retry."""
+
+
+# --- Secure containers, multi-process mode and leases --------------------------------------------------------
+
+
+class DecryptionError(OperationalError, AuthenticationError):
+    """Data of a secure container did not authenticate: a wrong key (the message names ``bcv_secure.json``),
+    another cipher, or a tampered block (the message names the block object and chunk). Nothing was read."""
+
+
+class SecureContainerError(OperationalError):
+    """A secure container was attached without a key (``secure=``), a plaintext one with a key, or a daemon
+    has no key for it. The message names the container."""
+
+
+class ReadOnlyError(OperationalError):
+    """A client of a :class:`bcv.Daemon` tried to write (upload, copy, delete): daemon clients are read-only."""
+
+
+class DaemonError(OperationalError):
+    """The daemon refused or failed a client's request; the message is the daemon's."""
+
+
+class DaemonGoneError(DaemonError):
+    """The daemon this VFS is a client of stopped or restarted. The next call reconnects (to a new daemon)."""
+
+
+class LeaseHeldError(OperationalError):
+    """Another client holds the container's lease: obtaining it, or an upload, copy or delete by a client that
+    does not hold it, is refused. Nothing was written.
+
+    Attributes:
+        holder: the holder's description.
+        until: its expiry, Unix seconds (the holder's clock).
+    """
+
+    holder: str
+    until: float
+
+    def __init__(self, message: str, holder: str = "", until: float = 0.0) -> None:
+        super().__init__(message)
+        self.holder = holder
+        self.until = until
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.args[0], self.holder, self.until))
+
+
+class LeaseLostError(OperationalError):
+    """This client's lease expired, was released, or was taken over (the message names the new holder);
+    whatever needed it was not done."""

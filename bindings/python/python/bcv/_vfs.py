@@ -7,6 +7,7 @@ They are frozen dataclasses: compare them with ``==``, turn them into dicts with
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Tuple
 
@@ -15,6 +16,7 @@ __all__ = [
     "CleanupReport",
     "DatabaseInfo",
     "DatabaseStatus",
+    "Lease",
     "PollReport",
     "PrefetchReport",
     "UploadReport",
@@ -160,3 +162,35 @@ class CacheStats:
     dirty_slots: int
     block_size: int
     capacity: int
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A container's lease as recorded in ``bcv_lease.json`` (:meth:`bcv.Vfs.lease_obtain`,
+    :meth:`bcv.Container.lease_status`, ...). Plain data: having one does not mean holding the lease.
+
+    Attributes:
+        holder: the holder's description, as given to obtain.
+        token: 32 hex digits naming this holding (new at each obtain, kept by extends). Not a secret: another
+            process of the application adopts, extends or releases the holding with it.
+        generation: grows by one at each change of holder.
+        acquired: when this holding began, Unix seconds (the holder's clock).
+        expires: when it expires unless extended, Unix seconds (the holder's clock).
+    """
+
+    holder: str
+    token: str
+    generation: int
+    acquired: float
+    expires: float
+
+    @property
+    def expires_in(self) -> float:
+        """Seconds until it expires by this machine's clock (negative once expired)."""
+        return self.expires - time.time()
+
+    @property
+    def expired(self) -> bool:
+        """True once the expiry has passed by this machine's clock (another client may take it over only
+        after the clock-skew allowance on top)."""
+        return self.expires_in <= 0
