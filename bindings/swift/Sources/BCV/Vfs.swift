@@ -49,17 +49,26 @@ extension SqlValue {
 }
 
 extension Vfs {
-    /// Opens (or creates) the cache directory and registers the VFS as `name`.
+    /// Opens (or creates) the cache directory and registers the VFS as `name`. `leaseMaxSkew` and
+    /// `leaseSafetyMargin` tune how container leases are treated (default 5 s each). When a daemon serves
+    /// the directory, the VFS becomes its read-only client (`isDaemonClient()`).
     /// - Throws: `BcvError.CacheBusy` when another process owns the directory.
     public convenience init(cacheDirectory: String, name: String = "bcv", cacheSize: UInt64? = nil,
-                            parallelRequests: UInt32? = nil) throws {
-        try self.init(cacheDir: cacheDirectory, name: name, cacheSize: cacheSize, nrequest: parallelRequests)
+                            parallelRequests: UInt32? = nil, leaseMaxSkew: Duration? = nil,
+                            leaseSafetyMargin: Duration? = nil) throws {
+        try self.init(cacheDir: cacheDirectory, name: name, cacheSize: cacheSize, nrequest: parallelRequests,
+                      leaseMaxSkewMs: leaseMaxSkew?.bcvMilliseconds,
+                      leaseSafetyMarginMs: leaseSafetyMargin?.bcvMilliseconds)
     }
 
     /// Attaches the container at `url` as `alias` (default: the URL's last component); returns the alias.
+    /// `secure` (cipher and keys) is required for a secure container and refused for a plaintext one.
+    /// - Throws: `BcvError.Authentication` for a wrong key or another cipher (naming `bcv_secure.json`);
+    ///   `BcvError.Secure` for a secure container without `secure`, or `secure` for a plaintext one.
     @discardableResult
-    public func attach(_ url: String, alias: String? = nil, ifNotAttached: Bool = false) throws -> String {
-        try attach(url: url, alias: alias, ifNotAttached: ifNotAttached)
+    public func attach(_ url: String, alias: String? = nil, ifNotAttached: Bool = false,
+                       secure: SecureOptions? = nil) throws -> String {
+        try attach(url: url, alias: alias, ifNotAttached: ifNotAttached, secure: secure)
     }
 
     /// Opens `/alias/db` through this VFS (created locally when missing, unless `readOnly`).
@@ -78,6 +87,17 @@ extension Vfs {
     @discardableResult
     public func poll(_ alias: String) throws -> PollReport {
         try poll(alias: alias)
+    }
+}
+
+extension Container {
+    /// The container at `url` (nothing is requested yet). With `secure`, `create` makes a secure container
+    /// and uploads and downloads seal and open; `leaseMaxSkew`/`leaseSafetyMargin` as for `Vfs`.
+    public convenience init(_ url: String, parallelRequests: UInt32? = nil, secure: SecureOptions? = nil,
+                            leaseMaxSkew: Duration? = nil, leaseSafetyMargin: Duration? = nil) throws {
+        try self.init(url: url, nrequest: parallelRequests, secure: secure,
+                      leaseMaxSkewMs: leaseMaxSkew?.bcvMilliseconds,
+                      leaseSafetyMarginMs: leaseSafetyMargin?.bcvMilliseconds)
     }
 }
 

@@ -122,7 +122,9 @@ pub enum BcvError {
     /// Refused because waiting on this thread could deadlock (an SDK callback or runtime thread).
     #[error("waiting here could deadlock")]
     WouldDeadlock,
-    /// Encrypted input failed authentication: wrong key, tampered or truncated ciphertext.
+    /// Encrypted input failed authentication: wrong key, tampered or truncated ciphertext. For a secure
+    /// container also: a bad marker (`bcv_secure.json`), a cipher of another name, or a failing cipher; the
+    /// message names the container and the object.
     #[error("authentication failed: {message}")]
     Authentication {
         /// Details.
@@ -187,6 +189,54 @@ pub enum BcvError {
         /// The directory and its owner.
         message: String,
     },
+    /// A secure container cannot be used as asked: it is secure and no key or cipher was given, a key was
+    /// given for a plaintext container, or the daemon has no key for it. (A wrong key or tampered data is
+    /// `Authentication`, naming the object, e.g. `bcv_secure.json`.)
+    #[error("secure container: {message}")]
+    Secure {
+        /// The container and what is wrong.
+        message: String,
+    },
+    /// This VFS is a read-only client of the daemon owning its cache directory: writing, uploading or
+    /// changing a container is refused.
+    #[error("read-only: {message}")]
+    ReadOnly {
+        /// What was refused, and the daemon's directory.
+        message: String,
+    },
+    /// The daemon this VFS is a client of went away (stopped, crashed, restarted). Nothing is retried
+    /// automatically: the next call connects again (to a new daemon) and attaches the containers again.
+    #[error("daemon gone: {message}")]
+    DaemonGone {
+        /// The daemon's directory and what the connection reported.
+        message: String,
+    },
+    /// The daemon refused or failed a request (e.g. its fetch of the manifest with this client's access).
+    #[error("daemon error: {message}")]
+    Daemon {
+        /// The daemon's directory and message.
+        message: String,
+    },
+    /// The container's lease is held by another client (`holder`) until `untilUnixMs`: obtaining it, or a
+    /// manifest write (upload, copy, delete) by a client that does not hold it, is refused. Nothing was written.
+    #[error("lease held: {message}")]
+    LeaseHeld {
+        /// The holder's description, as it gave it when obtaining the lease.
+        holder: String,
+        /// The expiry in Unix milliseconds (the holder's clock).
+        until_unix_ms: i64,
+        /// The generation of the holding found.
+        generation: u64,
+        /// The whole message: container, holder, expiry and time left.
+        message: String,
+    },
+    /// This client held the lease but no longer does (expired, taken over, or the token names no current
+    /// holding); what needed it was not done.
+    #[error("lease lost: {message}")]
+    LeaseLost {
+        /// The container and what happened.
+        message: String,
+    },
     /// SQLite reported an error; `code` is its extended result code (e.g. 19 constraint, 517 busy snapshot).
     #[error("sqlite error {code}: {message}")]
     Sqlite {
@@ -208,7 +258,16 @@ impl From<bcv_core::vfs::VfsError> for BcvError {
             V::Store { .. } | V::ConditionalWritesUnsupported { .. } | V::ShortRead { .. } => {
                 BcvError::Storage { message }
             }
-            V::Manifest { .. } | V::CorruptBlock { .. } => BcvError::Corrupt { message },
+            V::Manifest { .. } | V::CorruptBlock { .. } | V::LeaseObject { .. } => BcvError::Corrupt { message },
+            V::Crypto { .. } => BcvError::Authentication { message },
+            V::Secure { .. } => BcvError::Secure { message },
+            V::ReadOnly { .. } => BcvError::ReadOnly { message },
+            V::DaemonGone { .. } => BcvError::DaemonGone { message },
+            V::Daemon { .. } => BcvError::Daemon { message },
+            V::LeaseHeld { holder, until_unix_ms, generation, .. } => {
+                BcvError::LeaseHeld { holder, until_unix_ms, generation, message }
+            }
+            V::LeaseLost { .. } => BcvError::LeaseLost { message },
             V::CacheBusy { .. } => BcvError::CacheBusy { message },
             V::Busy { .. } => BcvError::Busy { message },
             V::Io { .. } => BcvError::Io { message },

@@ -10,25 +10,31 @@
 //! executor while the exported future only awaits it. Swift task cancellation is not forwarded to Rust
 //! futures by UniFFI, so cancellable calls take a [`CancelToken`](node::CancelToken).
 
+mod daemon;
 mod error;
 mod future;
+mod lease;
 mod node;
 mod resource;
 mod scope;
+mod secure;
 mod stream;
 mod tcp;
 mod vfs;
 
 use bcv_core::handle as core;
 
+pub use daemon::{CacheStats, CacheUsage, Daemon, DaemonStats};
 pub use error::{BcvError, CloseReason, ClosedInfo, NodeState};
 pub use future::{FuturePair, FutureReader, FutureWriter, future_pair};
+pub use lease::{Lease, lease_expires_in_ms};
 pub use node::CancelToken;
 pub use resource::{
     FileDone, FileSink, Resource, ResourceStream, aead_decrypt, aead_encrypt, gzip_compress, gzip_decompress,
     read_file, write_file,
 };
 pub use scope::Scope;
+pub use secure::{CipherCallback, CipherError, KeyProviderCallback, Keyring, SecureOptions, generate_key};
 pub use stream::{
     PipeEnds, ReadStream, StreamEvent, StreamFailure, StreamHandler, WriteStream, pipe, stream_from_bytes,
 };

@@ -13,7 +13,9 @@ use bcv_core::vfs as cv;
 use bcv_core::vfs::store::{ContainerStore, StoreOptions};
 
 use crate::error::{BcvError, opt_millis};
+use crate::lease::{Lease, lease_options};
 use crate::node::{AsNode, HasNode, node_methods};
+use crate::secure::SecureOptions;
 
 /// A value bound to or read from SQL.
 #[derive(Clone, Debug, PartialEq, uniffi::Enum)]
@@ -281,13 +283,18 @@ impl Vfs {
     /// Opens (or creates) the cache directory `cache_dir` and registers the VFS as `name` (default "bcv").
     /// `cache_size` is the cache limit in bytes (default 1 GiB); `nrequest` the parallel requests of uploads
     /// and prefetches (default 8). Containers attached in an earlier run are attached again without a request.
+    /// `lease_max_skew_ms` / `lease_safety_margin_ms` tune how leases are treated (defaults 5 s each).
+    ///
+    /// When a daemon serves `cache_dir`, the VFS becomes its read-only client (`is_daemon_client`).
     /// Errors: `CacheBusy` when another process owns the directory; `InvalidArgument`; `Io`.
-    #[uniffi::constructor]
+    #[uniffi::constructor(default(lease_max_skew_ms = None, lease_safety_margin_ms = None))]
     pub fn new(
         cache_dir: String,
         name: Option<String>,
         cache_size: Option<u64>,
         nrequest: Option<u32>,
+        lease_max_skew_ms: Option<u64>,
+        lease_safety_margin_ms: Option<u64>,
     ) -> Result<Arc<Vfs>, BcvError> {
         let mut config = cv::VfsConfig::new(cache_dir);
         if let Some(name) = name {
@@ -299,6 +306,7 @@ impl Vfs {
         if let Some(n) = nrequest {
             config.nrequest = n as usize;
         }
+        config.lease = lease_options(lease_max_skew_ms, lease_safety_margin_ms);
         Ok(Arc::new(Vfs { inner: Arc::new(VfsNode(cv::BlockVfs::create(config)?)) }))
     }
 
@@ -314,10 +322,69 @@ impl Vfs {
 
     /// Attaches the container at `url` (a directory, `file://`, `s3://`, `az://`, `gs://`, `memory://`) under
     /// `alias` (default: the URL's last component) and returns the alias. With `if_not_attached`, attaching
-    /// the same URL under the same alias again does nothing.
-    /// Errors: `Exists` (alias in use), `NotFound` (no container there), `Storage`, `Corrupt`.
-    pub fn attach(&self, url: String, alias: Option<String>, if_not_attached: bool) -> Result<String, BcvError> {
-        Ok(self.inner.0.attach(&url, &cv::AttachOptions { alias, if_not_attached, ..Default::default() })?)
+    /// the same URL under the same alias again does nothing. `secure` (the cipher and keys) is required for a
+    /// secure container and refused for a plaintext one; a daemon's client may leave it out when the daemon
+    /// has the key.
+    /// Errors: `Exists` (alias in use), `NotFound` (no container there), `Storage`, `Corrupt`;
+    /// `Authentication` (wrong key, other cipher: names `bcv_secure.json`); `Secure` (no key for a secure
+    /// container, or a key for a plaintext one); `Daemon`/`DaemonGone` for a daemon's client.
+    #[uniffi::method(default(secure = None))]
+    pub fn attach(
+        &self,
+        url: String,
+        alias: Option<String>,
+        if_not_attached: bool,
+        secure: Option<Arc<SecureOptions>>,
+    ) -> Result<String, BcvError> {
+        let secure = secure.map(|s| s.options());
+        Ok(self.inner.0.attach(&url, &cv::AttachOptions { alias, if_not_attached, secure })?)
+    }
+
+    /// True when this VFS is a read-only client of a daemon owning its cache directory: it reads through the
+    /// daemon's shared cache, and writes, uploads and container changes throw `ReadOnly`.
+    pub fn is_daemon_client(&self) -> bool {
+        self.inner.0.is_daemon_client()
+    }
+
+    /// Obtains the single-writer lease of `alias` for `holder` (a description such as "host-a pid 123",
+    /// 1 to 256 bytes) for `duration_ms`. Until it is released or expires, this VFS's uploads, copies and
+    /// deletes renew it, and other clients' manifest writes throw `LeaseHeld`.
+    /// Errors: `LeaseHeld` naming the holder while another client holds it; `InvalidArgument` (bad holder,
+    /// a duration not longer than the safety margin, or already held here); `Corrupt` (unreadable lease
+    /// object); `NotFound`; `Storage`.
+    pub fn lease_obtain(&self, alias: String, holder: String, duration_ms: u64) -> Result<Lease, BcvError> {
+        Ok(self.inner.0.lease_obtain(&alias, &holder, Duration::from_millis(duration_ms))?.into())
+    }
+
+    /// Extends the lease this VFS holds on `alias` to expire `duration_ms` from now.
+    /// Errors: `LeaseLost` (not held, expired or taken over); `InvalidArgument`; `Storage` (the lease is
+    /// kept: retry).
+    pub fn lease_extend(&self, alias: String, duration_ms: u64) -> Result<Lease, BcvError> {
+        Ok(self.inner.0.lease_extend(&alias, Duration::from_millis(duration_ms))?.into())
+    }
+
+    /// Releases the lease this VFS holds on `alias`, so that another client can obtain it at once.
+    /// Errors: `LeaseLost` when it held none or it was taken over; `Storage`.
+    pub fn lease_release(&self, alias: String) -> Result<(), BcvError> {
+        Ok(self.inner.0.lease_release(&alias)?)
+    }
+
+    /// The lease of `alias` as recorded in the container, read now; `nil` when there is none or it was
+    /// released (an expired one nobody took over is returned). Errors: `Corrupt`; `NotFound`; `Storage`.
+    pub fn lease_status(&self, alias: String) -> Result<Option<Lease>, BcvError> {
+        Ok(self.inner.0.lease_status(&alias)?.map(Into::into))
+    }
+
+    /// Makes this VFS the holder of the lease of `alias` obtained elsewhere under `token`, writing nothing.
+    /// Errors: `LeaseLost` when the container's lease is not that unexpired holding; `Corrupt`; `NotFound`.
+    pub fn lease_adopt(&self, alias: String, token: String) -> Result<Lease, BcvError> {
+        Ok(self.inner.0.lease_adopt(&alias, &token)?.into())
+    }
+
+    /// The lease this VFS holds on `alias`, as it last wrote it (no request); `nil` when it holds none.
+    /// Errors: `NotFound`.
+    pub fn lease_held(&self, alias: String) -> Result<Option<Lease>, BcvError> {
+        Ok(self.inner.0.lease_held(&alias)?.map(Into::into))
     }
 
     /// Detaches `alias`. Errors: `Busy` while databases are open or changes are not uploaded.
@@ -584,11 +651,76 @@ pub struct Container {
 #[uniffi::export]
 impl Container {
     /// The container at `url` (nothing is requested yet); `nrequest` parallel requests (default 8).
+    /// `secure`: the cipher and keys of a secure container (`create` then makes a secure container; uploads
+    /// and downloads seal and open). `lease_max_skew_ms` / `lease_safety_margin_ms` as for `Vfs`.
     /// Errors: `InvalidArgument` for a URL that is not understood.
-    #[uniffi::constructor]
-    pub fn new(url: String, nrequest: Option<u32>) -> Result<Arc<Container>, BcvError> {
+    #[uniffi::constructor(default(secure = None, lease_max_skew_ms = None, lease_safety_margin_ms = None))]
+    pub fn new(
+        url: String,
+        nrequest: Option<u32>,
+        secure: Option<Arc<SecureOptions>>,
+        lease_max_skew_ms: Option<u64>,
+        lease_safety_margin_ms: Option<u64>,
+    ) -> Result<Arc<Container>, BcvError> {
         let store = ContainerStore::open(&url, &StoreOptions::default())?;
-        Ok(Arc::new(Container { inner: cv::ContainerTools::new(store, nrequest.unwrap_or(8) as usize) }))
+        let mut tools = cv::ContainerTools::new(store, nrequest.unwrap_or(8) as usize)
+            .with_lease_options(lease_options(lease_max_skew_ms, lease_safety_margin_ms));
+        if let Some(secure) = secure {
+            tools = tools.with_secure(secure.options());
+        }
+        Ok(Arc::new(Container { inner: tools }))
+    }
+
+    /// True when the container is secure (it has a `bcv_secure.json` marker). Errors: `Storage`.
+    pub fn is_secure(&self) -> Result<bool, BcvError> {
+        Ok(self.inner.is_secure()?)
+    }
+
+    /// Obtains the container's lease for `holder` for `duration_ms` (see `Vfs.leaseObtain`); these tools'
+    /// later writes renew it. Errors: `LeaseHeld` naming the holder; `InvalidArgument`; `Corrupt`; `Storage`.
+    pub fn lease_obtain(&self, holder: String, duration_ms: u64) -> Result<Lease, BcvError> {
+        Ok(self.inner.lease_obtain(&holder, Duration::from_millis(duration_ms))?.into())
+    }
+
+    /// Extends to `duration_ms` from now the lease these tools hold, or, with `token`, the holding `token`
+    /// (obtained by another process of the application).
+    /// Errors: `LeaseLost` (not held, expired, taken over, or `token` names no current holding);
+    /// `InvalidArgument`; `Storage`.
+    #[uniffi::method(default(token = None))]
+    pub fn lease_extend(&self, duration_ms: u64, token: Option<String>) -> Result<Lease, BcvError> {
+        let duration = Duration::from_millis(duration_ms);
+        let lease = match token {
+            Some(token) => self.inner.lease_extend_with_token(&token, duration)?,
+            None => self.inner.lease_extend(duration)?,
+        };
+        Ok(lease.into())
+    }
+
+    /// Releases the lease these tools hold, or, with `token`, the holding `token` (an expired holding
+    /// nobody took over can still be released). Errors: `LeaseLost`; `Corrupt`; `Storage`.
+    #[uniffi::method(default(token = None))]
+    pub fn lease_release(&self, token: Option<String>) -> Result<(), BcvError> {
+        match token {
+            Some(token) => Ok(self.inner.lease_release_with_token(&token)?),
+            None => Ok(self.inner.lease_release()?),
+        }
+    }
+
+    /// The container's lease as recorded, read now; `nil` when there is none or it was released.
+    /// Errors: `Corrupt`; `Storage`.
+    pub fn lease_status(&self) -> Result<Option<Lease>, BcvError> {
+        Ok(self.inner.lease_status()?.map(Into::into))
+    }
+
+    /// The lease these tools hold, as last written (no request); `nil` when they hold none.
+    pub fn lease_held(&self) -> Result<Option<Lease>, BcvError> {
+        Ok(self.inner.lease_held()?.map(Into::into))
+    }
+
+    /// Makes these tools the holder of the holding `token` obtained elsewhere, writing nothing.
+    /// Errors: `LeaseLost` when the container's lease is not that unexpired holding; `Corrupt`; `Storage`.
+    pub fn lease_adopt(&self, token: String) -> Result<Lease, BcvError> {
+        Ok(self.inner.lease_adopt(&token)?.into())
     }
 
     /// Creates the container with `block_size` (default 4 MiB) and `name_bytes` (default 16); with
