@@ -40,8 +40,62 @@ export declare class ContainerHandle {
   cleanup(graceSeconds: number, findOrphans: boolean): Promise<unknown>
   /** The manifest: sizes, databases and the delete list. */
   manifest(): Promise<unknown>
+  /** True when the container is secure (has a `bcv_secure.json` marker). */
+  isSecure(): Promise<boolean>
+  /**
+   * Obtains the container's lease for `holder` for `durationMs`: resolves with the lease (its `token` lets
+   * another process extend, release or adopt it). Rejects with `BCV_LEASE_HELD` naming the holder.
+   */
+  leaseObtain(holder: string, durationMs: number): Promise<unknown>
+  /**
+   * Extends the lease these tools hold, or with `token` the holding of that token (obtained elsewhere), to
+   * expire `durationMs` from now. Rejects with `BCV_LEASE_LOST`.
+   */
+  leaseExtend(durationMs: number, token?: string | undefined | null): Promise<unknown>
+  /**
+   * Releases the lease these tools hold, or with `token` the holding of that token. Rejects with
+   * `BCV_LEASE_LOST`.
+   */
+  leaseRelease(token?: string | undefined | null): Promise<void>
+  /** The lease as recorded in the container, read now: resolves with it, or `null` when none is held. */
+  leaseStatus(): Promise<unknown>
+  /** The lease these tools hold, as they last wrote it (no request), or `null`. */
+  leaseHeld(): Promise<unknown>
+  /**
+   * Makes these tools the holder of the lease obtained elsewhere under `token` (nothing is written).
+   * Rejects with `BCV_LEASE_LOST` when the container's lease is not that unexpired holding.
+   */
+  leaseAdopt(token: string): Promise<unknown>
   /** The request counters of this container object. */
   meter(): unknown
+}
+
+/**
+ * A daemon: configured by `createDaemon` and `addKey`, serving from `start` until `stop` (or until it is
+ * garbage-collected: it is then stopped off the JS thread). `lib/vfs.js` wraps it as `Daemon`.
+ */
+export declare class DaemonHandle {
+  /**
+   * Gives the daemon the keys of the secure container at `url` (copied), handed to a client only after
+   * that client's attach proved it can read the container. Before `start` only.
+   */
+  addKey(url: string, ring: KeyringHandle): void
+  /**
+   * Takes the cache directory and serves it on `DIR/daemon.sock`. Throws `BCV_BUSY` when another process
+   * (or a `Vfs` here) owns the directory, `BCV_IO`.
+   */
+  start(): void
+  /** True from `start` until `stop`. */
+  get running(): boolean
+  /** The socket clients connect to (`null` unless running). */
+  get socketPath(): string | null
+  /** Current figures: `{ clients, clientsTotal, cache, usage }`; `null` unless running. */
+  stats(): unknown
+  /**
+   * Stops serving: no new clients, connected clients' next call fails with `BCV_DAEMON_GONE` (and
+   * reconnects to the next daemon on the directory); the directory is released. Idempotent.
+   */
+  stop(): void
 }
 
 /**
@@ -183,9 +237,13 @@ export declare class Handle {
   /**
    * Attaches the container at `url` (a directory, `memory://`, `s3://`, `az://`, `gs://`) and returns
    * its alias (default: the URL's last component). Fetches the manifest unless this cache knows it.
-   * Throws `BCV_ALREADY_EXISTS` (alias taken), `BCV_NOT_FOUND` (no container there), `BCV_IO`.
+   * `secure` is the cipher of a secure container (required for one, refused for a plaintext one).
+   * Throws `BCV_ALREADY_EXISTS` (alias taken), `BCV_NOT_FOUND` (no container there), `BCV_IO`,
+   * `BCV_SECURE` (no key for a secure container, a key for a plaintext one), `BCV_AUTH` (wrong key).
    */
-  vfsAttach(url: string, alias?: string | undefined | null, ifNotAttached?: boolean | undefined | null): string
+  vfsAttach(url: string, alias?: string | undefined | null, ifNotAttached?: boolean | undefined | null, secure?: SecureHandle | undefined | null): string
+  /** True when this VFS is a read-only client of a daemon owning its cache directory. */
+  vfsIsDaemonClient(): boolean
   /** Detaches `alias`. Throws `BCV_BUSY` while a database of it is open or has local changes. */
   vfsDetach(alias: string): void
   /** Fetches the manifest of `alias` if it changed (one conditional GET): the poll report. */
@@ -229,6 +287,36 @@ export declare class Handle {
    * container's node. Throws `SQLITE_CANTOPEN` and the like, `BCV_CLOSED` once the VFS is closed.
    */
   vfsOpen(path: string, readonly?: boolean | undefined | null, create?: boolean | undefined | null, timeoutMs?: number | undefined | null): Handle
+  /**
+   * Obtains the lease of `alias` for `holder` (free text, 1 to 256 bytes) for `durationMs`: the lease.
+   * Throws `BCV_LEASE_HELD` (naming the holder) while another client holds it, `BCV_INVALID_ARGUMENT`
+   * (bad holder, a duration not longer than the safety margin, held already), `BCV_UNSUPPORTED`.
+   */
+  vfsLeaseObtain(alias: string, holder: string, durationMs: number): unknown
+  /** `vfsLeaseObtain` off the JS thread. */
+  vfsLeaseObtainAsync(alias: string, holder: string, durationMs: number): Promise<unknown>
+  /**
+   * Extends the lease this VFS holds on `alias` to expire `durationMs` from now. Throws `BCV_LEASE_LOST`
+   * when it holds none any more (expired, taken over).
+   */
+  vfsLeaseExtend(alias: string, durationMs: number): unknown
+  /** `vfsLeaseExtend` off the JS thread. */
+  vfsLeaseExtendAsync(alias: string, durationMs: number): Promise<unknown>
+  /** Releases the lease this VFS holds on `alias` (others may obtain it at once). Throws `BCV_LEASE_LOST`. */
+  vfsLeaseRelease(alias: string): void
+  /** `vfsLeaseRelease` off the JS thread. */
+  vfsLeaseReleaseAsync(alias: string): Promise<void>
+  /** The lease of `alias` as recorded in the container, read now; `null` when none is held. */
+  vfsLeaseStatus(alias: string): unknown
+  /** `vfsLeaseStatus` off the JS thread. */
+  vfsLeaseStatusAsync(alias: string): Promise<unknown>
+  /**
+   * Makes this VFS the holder of the lease of `alias` obtained elsewhere under `token` (nothing is
+   * written). Throws `BCV_LEASE_LOST` when the container's lease is not that unexpired holding.
+   */
+  vfsLeaseAdopt(alias: string, token: string): unknown
+  /** The lease this VFS holds on `alias` as it last wrote it (no request); `null` when it holds none. */
+  vfsLeaseHeld(alias: string): unknown
   /** Runs zero or more `;`-separated statements without parameters (rows are discarded). */
   dbExec(sql: string): void
   /** Prepares one statement. */
@@ -259,6 +347,21 @@ export declare class Handle {
 }
 
 /**
+ * The AES-256 keys of a secure container, by id, and the id that seals new data. The keys stay on the
+ * native side (wiped when it is garbage-collected). `lib/vfs.js` wraps it as `Keyring`.
+ */
+export declare class KeyringHandle {
+  /** A ring holding one key (32 bytes), which seals new data. */
+  constructor(keyId: number, key: Uint8Array)
+  /** Adds (or replaces) the key that opens data sealed with `keyId`. */
+  add(keyId: number, key: Uint8Array): void
+  /** Makes `keyId` the key that seals new data. Throws `BCV_INVALID_ARGUMENT` when the ring lacks it. */
+  rotateTo(keyId: number): void
+  /** The id of the key that seals new data. */
+  get current(): number
+}
+
+/**
  * An ownership scope. Create it with `scope()`; `close()` (or leaving a `using` block) closes every
  * handle created in it with `SCOPE_EXITED`, except those detached with `detachFromScope()`.
  *
@@ -272,6 +375,15 @@ export declare class Scope {
   get size(): number
   /** True once the scope was closed. */
   get closed(): boolean
+}
+
+/**
+ * The cipher (with its keys) of a secure container, made by `secureKeyring`, `secureKeyProvider` or
+ * `secureCipher`; given to `vfsAttach` and `openContainer`.
+ */
+export declare class SecureHandle {
+  /** The cipher's name, as recorded in the container (`'aes-256-gcm'` for key rings and key providers). */
+  get cipherName(): string
 }
 
 /**
@@ -331,6 +443,28 @@ export interface ContainerOptions {
   retries?: number
   /** Time limit of one store request in milliseconds; default 30000. */
   requestTimeoutMs?: number
+  /** How far the clocks of two lease clients may disagree, in milliseconds; default 5000. */
+  leaseMaxSkewMs?: number
+  /**
+   * The lease time that must be left after the renewal before each manifest write, in milliseconds;
+   * default 5000.
+   */
+  leaseSafetyMarginMs?: number
+}
+
+/** A daemon configuration for `options.cacheDir`, not started yet. */
+export declare function createDaemon(options: DaemonOptions): DaemonHandle
+
+/** Options of `createDaemon`. */
+export interface DaemonOptions {
+  /** The cache directory the daemon owns (created if missing). */
+  cacheDir: string
+  /** The one cache size limit all clients share, in bytes; default 1 GiB. */
+  cacheSize?: number
+  /** Retries after a transient store failure; default 4. */
+  retries?: number
+  /** Time limit of one store request in milliseconds; default 30000. */
+  requestTimeoutMs?: number
 }
 
 /** The runtime's live-node count, creations and strict-mode counters. */
@@ -357,6 +491,9 @@ export declare function envExit(mainThread: boolean, timeoutMs: number): void
 
 /** Creates a one-shot future: `[writer, reader]`. Values stay JS values (kept on this env's thread). */
 export declare function future(): [Handle, Handle]
+
+/** A new random 32-byte key from the operating system's generator. */
+export declare function generateKey(): Buffer
 
 /** Gzip-compresses `input` (consumed) at `level` 0–9 (default 6): `[transformer, output]`. */
 export declare function gzipCompress(input: Handle, level?: number | undefined | null): [Handle, Handle]
@@ -405,9 +542,10 @@ export interface JobProgress {
 
 /**
  * Opens the container at `url` (a directory, `memory://NAME`, `s3://`, `az://`, `gs://`) for the tools;
- * no request is made. Throws `BCV_INVALID_ARGUMENT` for a bad URL or option, `BCV_IO`.
+ * no request is made. With `secure`, `create` makes a secure container and uploads and downloads seal and
+ * open blocks. Throws `BCV_INVALID_ARGUMENT` for a bad URL or option, `BCV_IO`.
  */
-export declare function openContainer(url: string, options?: ContainerOptions | undefined | null): ContainerHandle
+export declare function openContainer(url: string, options?: ContainerOptions | undefined | null, secure?: SecureHandle | undefined | null): ContainerHandle
 
 /**
  * Creates a block-cache VFS on `options.cacheDir` and registers it in bcv's SQLite. Containers attached
@@ -430,6 +568,24 @@ export declare function reaperFlush(): Promise<void>
 
 /** Opens a scope on this JS thread (see [`Scope`]). */
 export declare function scope(): Scope
+
+/**
+ * Secure options with the application's own cipher: `cipher.seal(context, plaintext)` returns the sealed
+ * bytes (exactly `plaintext.length + 32`), `cipher.open(context, sealed)` returns the plaintext, or `null`
+ * (or throws an error with `code: 'BCV_AUTH'`) when the data is not authentic. `name` is recorded in the
+ * container; a container created with another cipher name refuses to attach.
+ */
+export declare function secureCipher(name: string, cipher: { seal(context: Buffer, plaintext: Buffer): Uint8Array, open(context: Buffer, sealed: Buffer): Uint8Array | null }): SecureHandle
+
+/**
+ * Secure options with AES-256-GCM asking `provider(keyId)` for each key the first time it is needed (a
+ * 32-byte `Uint8Array`, or `null` when it does not know it); new data is sealed with key `currentKeyId`.
+ * The provider may be called while any bcv call runs, on the JS thread.
+ */
+export declare function secureKeyProvider(currentKeyId: number, provider: (keyId: number) => Uint8Array | null | undefined): SecureHandle
+
+/** Secure options with AES-256-GCM and the keys of `ring` (copied: later changes to the ring do not apply). */
+export declare function secureKeyring(ring: KeyringHandle): SecureHandle
 
 /**
  * Makes a self-signed certificate for `names` (DNS names or IP addresses), for tests and development
@@ -507,6 +663,13 @@ export interface VfsOptions {
   retries?: number
   /** Time limit of one store request in milliseconds; default 30000. */
   requestTimeoutMs?: number
+  /** How far the clocks of two lease clients may disagree, in milliseconds; default 5000. */
+  leaseMaxSkewMs?: number
+  /**
+   * The lease time that must be left after the renewal before each manifest write, in milliseconds;
+   * default 5000.
+   */
+  leaseSafetyMarginMs?: number
 }
 
 /** Resolves with the live-node count once it is 0 or `timeoutMs` passed (after flushing the reaper). */

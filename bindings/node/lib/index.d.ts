@@ -47,7 +47,13 @@ export type BcvErrorCode =
   | 'BCV_NOT_FOUND'
   | 'BCV_ALREADY_EXISTS'
   | 'BCV_UNSUPPORTED'
-  | 'BCV_JOB_FAILED';
+  | 'BCV_JOB_FAILED'
+  | 'BCV_SECURE'
+  | 'BCV_READ_ONLY'
+  | 'BCV_DAEMON_GONE'
+  | 'BCV_DAEMON'
+  | 'BCV_LEASE_HELD'
+  | 'BCV_LEASE_LOST';
 
 /** SQLite's name of a result code, e.g. `'SQLITE_CONSTRAINT_UNIQUE'`, `'SQLITE_BUSY'`. */
 export type SqliteErrorCode = `SQLITE_${string}`;
@@ -78,8 +84,17 @@ export declare class BusyError extends BcvError {}
 export declare class TimeoutError extends BcvError {}
 /** Waiting here could deadlock (e.g. `closeAndWait()` inside the stream's own `onData` listener). */
 export declare class WouldDeadlockError extends BcvError {}
-/** Authentication failed: encrypted input (wrong key, tampered or truncated) or a TLS handshake (untrusted certificate, wrong name). */
-export declare class AuthenticationError extends BcvError {}
+/**
+ * Authentication failed: encrypted input (wrong key, tampered or truncated), a secure container's data (a
+ * wrong key is reported at attach, naming `bcv_secure.json`; a tampered block names the block; a JS cipher's
+ * failure too), or a TLS handshake (untrusted certificate, wrong name).
+ */
+export declare class AuthenticationError extends BcvError {
+  /** For a secure container: the container. */
+  readonly container?: string;
+  /** For a secure container: what failed (`bcv_secure.json`, a block and chunk, …). */
+  readonly object?: string;
+}
 /** Compressed or framed input is malformed. */
 export declare class CorruptError extends BcvError {}
 /** `shutdown()` passed its deadline. */
@@ -115,6 +130,46 @@ export declare class ConflictError extends BcvError {
   readonly errcode?: number;
   /** `'SQLITE_BUSY_SNAPSHOT'` when the conflict was reported by SQLite. */
   readonly sqliteCode?: SqliteErrorCode;
+}
+
+/**
+ * A secure container and the key or cipher given disagree: no key or cipher for a secure container, a key for
+ * a plaintext one, or a daemon without the key.
+ */
+export declare class SecureContainerError extends BcvError {
+  readonly code: 'BCV_SECURE';
+  readonly container: string;
+}
+/** The `Vfs` is a read-only client of a daemon: it cannot write, upload or change containers. */
+export declare class ReadOnlyError extends BcvError {
+  readonly code: 'BCV_READ_ONLY';
+  /** The daemon's cache directory. */
+  readonly dir: string;
+}
+/** The daemon of a client `Vfs` went away (stopped, restarted); the next call reconnects. */
+export declare class DaemonGoneError extends BcvError {
+  readonly code: 'BCV_DAEMON_GONE';
+  readonly dir: string;
+}
+/** The daemon refused or failed a request (e.g. a container the client cannot read). */
+export declare class DaemonError extends BcvError {
+  readonly code: 'BCV_DAEMON';
+  readonly dir: string;
+}
+/** The container's lease is held by another client: obtaining it, or a manifest write, was refused. */
+export declare class LeaseHeldError extends BcvError {
+  readonly code: 'BCV_LEASE_HELD';
+  readonly container: string;
+  /** The holder's description. */
+  readonly holder: string;
+  /** Its expiry (Unix milliseconds, the holder's clock). */
+  readonly expiresUnixMs: number;
+  readonly generation: number;
+}
+/** This client held the container's lease but no longer does (expired, taken over); nothing was written. */
+export declare class LeaseLostError extends BcvError {
+  readonly code: 'BCV_LEASE_LOST';
+  readonly container: string;
 }
 
 export interface CloseAndWaitOptions {
@@ -432,6 +487,10 @@ export interface VfsOptions {
   retries?: number;
   /** Time limit of one store request in milliseconds (default 30000). */
   requestTimeoutMs?: number;
+  /** How far the clocks of two lease clients may disagree, in ms (default 5000). */
+  leaseMaxSkewMs?: number;
+  /** The lease time that must be left after the renewal before each manifest write, in ms (default 5000). */
+  leaseSafetyMarginMs?: number;
 }
 
 export interface AttachOptions {
@@ -439,6 +498,116 @@ export interface AttachOptions {
   alias?: string;
   /** Attaching the same URL under the same alias again is a no-op instead of `BCV_ALREADY_EXISTS`. */
   ifNotAttached?: boolean;
+  /** The key or cipher of a secure container (required for one, refused for a plaintext one). */
+  secure?: Keyring | SecureOptions;
+}
+
+/**
+ * The AES-256 keys of a secure container by id, and the id that seals new data (older ids keep opening old
+ * blocks after a rotation). The keys stay on the native side.
+ */
+export declare class Keyring {
+  /** A ring with one 32-byte key, which seals new data. */
+  constructor(keyId: number, key: Uint8Array);
+  /** A new random 32-byte key. */
+  static generateKey(): Buffer;
+  /** Adds (or replaces) a key. */
+  add(keyId: number, key: Uint8Array): this;
+  /** Makes `keyId` seal new data; throws `BCV_INVALID_ARGUMENT` when the ring lacks it. */
+  rotateTo(keyId: number): this;
+  /** The id of the key that seals new data. */
+  readonly current: number;
+}
+
+/**
+ * An application cipher. Called on the JS thread (bcv posts the calls of its worker threads there), many times
+ * per block (one call per 16 KiB chunk); it must be synchronous and use a fresh nonce for every seal.
+ */
+export interface BlockCipher {
+  /** Recorded in the container: a container made with one name refuses to attach with another. */
+  readonly name: string;
+  /** Seals `plaintext` bound to `context` (authenticated data); must return exactly `plaintext.length + 32` bytes. */
+  seal(context: Buffer, plaintext: Buffer): Uint8Array;
+  /**
+   * Opens `sealed` (which must be bound to `context`): the plaintext (`sealed.length - 32` bytes), or `null`
+   * when it is not authentic (throwing an `AuthenticationError` means the same; another exception is a
+   * cipher failure).
+   */
+  open(context: Buffer, sealed: Buffer): Uint8Array | null;
+}
+
+/** The key or cipher of a secure container: exactly one of `keyring`, `keyProvider` or `cipher`. */
+export type SecureOptions =
+  | { keyring: Keyring }
+  | {
+      /**
+       * Returns the 32-byte key with this id, or `null`. Asked at most once per id (an exception or a wrong
+       * length counts as `null`: the key is then missing for this `attach`).
+       */
+      keyProvider: (keyId: number) => Uint8Array | null | undefined;
+      /** The id of the key that seals new data. */
+      currentKeyId: number;
+    }
+  | { cipher: BlockCipher };
+
+/** A container's lease as recorded there. Plain data: having one does not mean holding the lease. */
+export declare class Lease {
+  private constructor();
+  /** The holder's description, as given to obtain. */
+  readonly holder: string;
+  /** Names this holding (hex, not a secret): another process extends, releases or adopts it by token. */
+  readonly token: string;
+  /** Grows by one at each change of holder. */
+  readonly generation: number;
+  readonly acquiredUnixMs: number;
+  readonly expiresUnixMs: number;
+  readonly acquired: Date;
+  readonly expires: Date;
+  /** Milliseconds left by this machine's clock (0 once expired). */
+  readonly expiresIn: number;
+  readonly isExpired: boolean;
+}
+
+/** What a daemon reports. */
+export interface DaemonStats {
+  /** Clients connected now. */
+  clients: number;
+  /** Clients served since start. */
+  clientsTotal: number;
+  cache: { hits: number; misses: number; bytesFetched: number; evictions: number };
+  usage: { cleanSlots: number; dirtySlots: number; blockSize: number; capacity: number };
+}
+
+export interface DaemonOptions {
+  /** The one cache size limit all clients share, in bytes (default 1 GiB). */
+  cacheSize?: number;
+  /** Retries after a transient store failure (default 4). */
+  retries?: number;
+  /** Time limit of one store request in milliseconds (default 30000). */
+  requestTimeoutMs?: number;
+  /** Key rings of secure containers by URL, handed to a client only after its attach proved access. */
+  keys?: Record<string, Keyring> | Map<string, Keyring>;
+}
+
+/**
+ * Multi-process mode: a daemon owning a cache directory. A `Vfs` created on that directory (in any process of
+ * the same user) becomes its read-only client (`isDaemonClient`) and shares its cache and size limit. The
+ * daemon never writes to storage. `stop()` (or `using`) ends it; clients then get `DaemonGoneError` once and
+ * reconnect to the next daemon on the directory.
+ */
+export declare class Daemon {
+  /** Takes `cacheDir` and serves `cacheDir/daemon.sock`; throws `BCV_BUSY` when it is owned, `BCV_IO`. */
+  constructor(cacheDir: string, options?: DaemonOptions);
+  /** The same as the constructor. */
+  static start(cacheDir: string, options?: DaemonOptions): Daemon;
+  readonly running: boolean;
+  /** `null` once stopped. */
+  readonly socketPath: string | null;
+  /** `null` once stopped. */
+  stats(): DaemonStats | null;
+  /** Stops serving and releases the directory. Idempotent. */
+  stop(): void;
+  [Symbol.dispose](): void;
 }
 
 export interface UploadOptions {
@@ -587,9 +756,12 @@ export declare class Vfs extends Handle {
   /** The SQLite VFS name. */
   readonly name: string;
   readonly cacheDir: string;
+  /** True when this `Vfs` is a read-only client of a daemon owning its cache directory. */
+  readonly isDaemonClient: boolean;
   /**
    * Attaches a container: a directory path, `memory://NAME`, `s3://…`, `az://…` or `gs://…`. Fetches its
-   * manifest unless this cache knows it. Returns the alias. Throws `BCV_ALREADY_EXISTS`, `BCV_NOT_FOUND`, `BCV_IO`.
+   * manifest unless this cache knows it. Returns the alias. Throws `BCV_ALREADY_EXISTS`, `BCV_NOT_FOUND`, `BCV_IO`;
+   * `SecureContainerError`, `AuthenticationError` (wrong key) for secure containers.
    */
   attach(url: string, options?: AttachOptions): string;
   /** Throws `BCV_BUSY` while a database of it is open or has changes not uploaded. */
@@ -625,6 +797,25 @@ export declare class Vfs extends Handle {
   /** `/alias/db`. */
   path(alias: string, db: string): string;
   attached(): Array<{ alias: string; url: string }>;
+  /**
+   * Obtains the container's lease for `holder` (1 to 256 bytes of text) for `durationMs`; uploads then renew
+   * it and other clients' manifest writes are refused. Throws `LeaseHeldError` while another client holds it.
+   */
+  leaseObtain(alias: string, holder: string, durationMs: number): Lease;
+  leaseObtainAsync(alias: string, holder: string, durationMs: number): Promise<Lease>;
+  /** Extends the lease held; throws `LeaseLostError` when it is not held any more. */
+  leaseExtend(alias: string, durationMs: number): Lease;
+  leaseExtendAsync(alias: string, durationMs: number): Promise<Lease>;
+  /** Releases the lease held (detaching releases it too); throws `LeaseLostError`. */
+  leaseRelease(alias: string): void;
+  leaseReleaseAsync(alias: string): Promise<void>;
+  /** The lease as recorded in the container, read now; `null` when none is held. */
+  leaseStatus(alias: string): Lease | null;
+  leaseStatusAsync(alias: string): Promise<Lease | null>;
+  /** Holds the lease obtained elsewhere under `token` (nothing is written); throws `LeaseLostError`. */
+  leaseAdopt(alias: string, token: string): Lease;
+  /** The lease this `Vfs` holds, as it last wrote it (no request). */
+  leaseHeld(alias: string): Lease | null;
   /** Opens a database: the same as `new Database(vfs, path, options)`. */
   open(path: string, options?: DatabaseOptions): Database;
 }
@@ -756,6 +947,15 @@ export interface ContainerOptions {
   retries?: number;
   /** Time limit of one request in milliseconds (default 30000). */
   requestTimeoutMs?: number;
+  /** How far the clocks of two lease clients may disagree, in ms (default 5000). */
+  leaseMaxSkewMs?: number;
+  /** The lease time that must be left after the renewal before each manifest write, in ms (default 5000). */
+  leaseSafetyMarginMs?: number;
+  /**
+   * The key or cipher of a secure container: `create()` makes a secure container, uploads and downloads seal
+   * and open blocks (without it they reject with `SecureContainerError` on a secure container).
+   */
+  secure?: Keyring | SecureOptions;
 }
 
 /** Progress of a file upload or download, in bytes. */
@@ -786,4 +986,18 @@ export declare class Container {
   manifest(): Promise<ManifestInfo>;
   /** The request counters of this object. */
   meter(): MeterSnapshot;
+  /** True when the container is secure (has a `bcv_secure.json` marker). */
+  isSecure(): Promise<boolean>;
+  /** Obtains the lease for `holder`; rejects with `LeaseHeldError` naming the holder. */
+  leaseObtain(holder: string, durationMs: number): Promise<Lease>;
+  /** Extends the lease held, or with `token` that holding (obtained elsewhere); rejects with `LeaseLostError`. */
+  leaseExtend(durationMs: number, options?: { token?: string }): Promise<Lease>;
+  /** Releases the lease held, or with `token` that holding; rejects with `LeaseLostError`. */
+  leaseRelease(options?: { token?: string }): Promise<void>;
+  /** The lease as recorded in the container, read now; `null` when none is held. */
+  leaseStatus(): Promise<Lease | null>;
+  /** The lease this object holds (no request). */
+  leaseHeld(): Promise<Lease | null>;
+  /** Holds the lease obtained elsewhere under `token` (nothing is written); rejects with `LeaseLostError`. */
+  leaseAdopt(token: string): Promise<Lease>;
 }

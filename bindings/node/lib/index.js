@@ -93,7 +93,11 @@ class BusyError extends BcvError {}
 class TimeoutError extends BcvError {}
 /** Waiting here could deadlock, e.g. `closeAndWait()` inside the stream's own `onData` callback. */
 class WouldDeadlockError extends BcvError {}
-/** Authentication failed (`BCV_AUTH`): encrypted input (wrong key, tampered or truncated), or a TLS handshake (untrusted certificate, wrong name). */
+/**
+ * Authentication failed (`BCV_AUTH`): encrypted input (wrong key, tampered or truncated), a secure
+ * container's data (a wrong key is reported at attach, naming `bcv_secure.json`; a tampered block names the
+ * block), or a TLS handshake (untrusted certificate, wrong name).
+ */
 class AuthenticationError extends BcvError {}
 /** Compressed or framed input is malformed (`BCV_CORRUPT`). */
 class CorruptError extends BcvError {}
@@ -116,6 +120,32 @@ class SqliteError extends BcvError {}
  * a write on a stale WAL snapshot; the transaction changed nothing: read again and retry.
  */
 class ConflictError extends BcvError {}
+/**
+ * A secure container and the key or cipher given disagree (`BCV_SECURE`): the container is secure and no key
+ * or cipher was given, a key was given for a plaintext container, or a daemon has no key for it. A *wrong*
+ * key is an `AuthenticationError` (`BCV_AUTH`) naming `bcv_secure.json`.
+ */
+class SecureContainerError extends BcvError {}
+/** The `Vfs` is a read-only client of a daemon (`BCV_READ_ONLY`): it cannot write, upload or change containers. */
+class ReadOnlyError extends BcvError {}
+/**
+ * The daemon a client `Vfs` uses went away (`BCV_DAEMON_GONE`: stopped, crashed, restarted); the next call
+ * reconnects (to a new daemon on the directory) and attaches the containers again.
+ */
+class DaemonGoneError extends BcvError {}
+/** The daemon refused or failed a request (`BCV_DAEMON`), e.g. a container the client cannot read. */
+class DaemonError extends BcvError {}
+/**
+ * The container's lease is held by another client (`BCV_LEASE_HELD`): obtaining it, or a manifest write
+ * (upload, copy, delete…), was refused and nothing was written. `holder`, `expiresUnixMs` and `generation`
+ * describe the holding.
+ */
+class LeaseHeldError extends BcvError {}
+/**
+ * This client held the container's lease but no longer does (`BCV_LEASE_LOST`: it expired or was taken over);
+ * what needed it was not done.
+ */
+class LeaseLostError extends BcvError {}
 
 const errorClasses = {
   BCV_BUSY: BusyError,
@@ -126,6 +156,12 @@ const errorClasses = {
   BCV_SHUTDOWN_TIMEOUT: ShutdownTimeoutError,
   BCV_STRICT: StrictModeViolation,
   BCV_CONFLICT: ConflictError,
+  BCV_SECURE: SecureContainerError,
+  BCV_READ_ONLY: ReadOnlyError,
+  BCV_DAEMON_GONE: DaemonGoneError,
+  BCV_DAEMON: DaemonError,
+  BCV_LEASE_HELD: LeaseHeldError,
+  BCV_LEASE_LOST: LeaseLostError,
 };
 
 native.init((code, message, details) => {
@@ -779,7 +815,13 @@ class Scope {
 // ---------------------------------------------------------------------------------------------------
 // Block-cache VFS (lib/vfs.js)
 
-const { Vfs, Database, Statement, Job, Container } = require('./vfs.js')({ native, Handle, kNative, kInspectFields });
+const { Vfs, Database, Statement, Job, Container, Keyring, Lease, Daemon } = require('./vfs.js')({
+  native,
+  Handle,
+  kNative,
+  kInspectFields,
+  disposeSymbol,
+});
 
 // ---------------------------------------------------------------------------------------------------
 // Functions
@@ -1108,6 +1150,9 @@ module.exports = {
   Statement,
   Job,
   Container,
+  Keyring,
+  Lease,
+  Daemon,
   BcvError,
   ClosedError,
   BusyError,
@@ -1119,6 +1164,12 @@ module.exports = {
   StrictModeViolation,
   SqliteError,
   ConflictError,
+  SecureContainerError,
+  ReadOnlyError,
+  DaemonGoneError,
+  DaemonError,
+  LeaseHeldError,
+  LeaseLostError,
   // constants
   CloseReason,
   DEFAULT_CAPACITY,

@@ -10,6 +10,14 @@
  * - `Job`: a prefetch or upload running in the background.
  * - `Container`: container tools without a cache (create, upload a database file, …); every method
  *   returns a promise.
+ * - Secure containers: `Keyring`, or a key provider, or an application cipher, given as `secure` to
+ *   `Vfs.attach` and `new Container`. Leases (`Lease`): one writer per container. `Daemon`: multi-process
+ *   mode (a `Vfs` on a daemon's directory becomes its read-only client).
+ *
+ * JS ciphers and key providers run on the JS thread. bcv calls them from its worker threads too (uploads,
+ * prefetch, container tools): those calls are served whenever the JS thread is idle, and while a synchronous
+ * `Vfs` method of a VFS with such a container waits (it then runs on a helper thread and the JS thread
+ * serves the calls). SQL statements of the synchronous `Database` API call them directly.
  *
  * Ownership: `Vfs`, `Database` and `Job` are handles (see `Handle`): `close()` is the forced, cascading end
  * (closing a `Vfs` closes its databases and cancels its jobs, and frees its cache directory and SQLite name
@@ -22,8 +30,10 @@
 /**
  * @param {object} internals `native`, `Handle`, `kNative`, `kInspectFields` from `lib/index.js`
  */
-module.exports = function defineVfs({ native, Handle, kNative, kInspectFields }) {
+module.exports = function defineVfs({ native, Handle, kNative, kInspectFields, disposeSymbol }) {
   const kCreate = Symbol('bcv.create');
+  /** The native key ring inside a `Keyring`. */
+  const kRing = Symbol('bcv.ring');
   /** Row shapes and integer mode passed to the native statement. */
   const MODE_RAW = 1;
   const MODE_PLUCK = 2;
@@ -44,6 +54,61 @@ module.exports = function defineVfs({ native, Handle, kNative, kInspectFields })
     if (value === undefined || value === null) return undefined;
     if (!Number.isInteger(value) || value < 0) throw new TypeError(`${what} must be a non-negative integer`);
     return value;
+  }
+
+  function checkKeyId(value, what = 'keyId') {
+    if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) {
+      throw new TypeError(`${what} must be an integer from 0 to 2^32-1`);
+    }
+    return value;
+  }
+
+  function keyBytes(value) {
+    if (!(value instanceof Uint8Array)) throw new TypeError('a key must be a Uint8Array of 32 bytes');
+    return value;
+  }
+
+  function duration(value) {
+    if (typeof value !== 'number' || !(value > 0)) throw new TypeError('durationMs must be a positive number');
+    return value;
+  }
+
+  /** Lease options shared by `Vfs` and `Container`. */
+  function leaseOptionsOf(options) {
+    return {
+      leaseMaxSkewMs: optionalNumber(options?.leaseMaxSkewMs, 'leaseMaxSkewMs'),
+      leaseSafetyMarginMs: optionalNumber(options?.leaseSafetyMarginMs, 'leaseSafetyMarginMs'),
+    };
+  }
+
+  /**
+   * The native secure options of a `secure` option: a `Keyring`, or an object with exactly one of `keyring`,
+   * `keyProvider` (with `currentKeyId`) or `cipher`.
+   */
+  function secureOf(secure) {
+    if (secure === undefined || secure === null) return undefined;
+    if (secure instanceof Keyring) return native.secureKeyring(secure[kRing]);
+    if (typeof secure !== 'object') throw new TypeError('secure must be a Keyring or an object');
+    const given = ['keyring', 'keyProvider', 'cipher'].filter((k) => secure[k] !== undefined && secure[k] !== null);
+    if (given.length !== 1) {
+      throw new TypeError('secure: give exactly one of keyring, keyProvider (with currentKeyId) or cipher');
+    }
+    if (given[0] === 'keyring') {
+      if (!(secure.keyring instanceof Keyring)) throw new TypeError('secure.keyring must be a bcv Keyring');
+      return native.secureKeyring(secure.keyring[kRing]);
+    }
+    if (given[0] === 'keyProvider') {
+      if (typeof secure.keyProvider !== 'function') throw new TypeError('secure.keyProvider must be a function');
+      return native.secureKeyProvider(checkKeyId(secure.currentKeyId, 'secure.currentKeyId'), secure.keyProvider);
+    }
+    const cipher = secure.cipher;
+    if (cipher === null || typeof cipher !== 'object') throw new TypeError('secure.cipher must be an object');
+    return native.secureCipher(text(cipher.name, 'secure.cipher.name'), cipher);
+  }
+
+  /** A `Lease` from native plain data (`null` stays `null`). */
+  function leaseOf(data) {
+    return data === null || data === undefined ? null : new Lease(kCreate, data);
   }
 
   /** `{ cleanupGraceMs }` of the upload calls. */
@@ -97,8 +162,10 @@ module.exports = function defineVfs({ native, Handle, kNative, kInspectFields })
     #cacheDir;
 
     /**
+     * When a daemon (`Daemon`, `bcv daemon`) owns `cacheDir`, the `Vfs` becomes its read-only client
+     * (`isDaemonClient`).
      * @param {{ cacheDir: string, name?: string, cacheSize?: number, nrequest?: number, retries?: number,
-     *   requestTimeoutMs?: number }} options
+     *   requestTimeoutMs?: number, leaseMaxSkewMs?: number, leaseSafetyMarginMs?: number }} options
      * @throws {BcvError} `BCV_BUSY` when the cache directory is owned by another process or `Vfs`,
      *   `BCV_INVALID_ARGUMENT` when the name is taken, `BCV_IO`
      */
@@ -111,6 +178,7 @@ module.exports = function defineVfs({ native, Handle, kNative, kInspectFields })
         name,
         cacheSize: optionalNumber(options.cacheSize, 'cacheSize'),
         ...storeOptionsOf(options),
+        ...leaseOptionsOf(options),
       });
       super(h);
       this.#name = h.vfsName();
@@ -121,19 +189,25 @@ module.exports = function defineVfs({ native, Handle, kNative, kInspectFields })
     get name() { return this.#name; }
     /** The cache directory. */
     get cacheDir() { return this.#cacheDir; }
+    /** True when this `Vfs` is a read-only client of a daemon owning its cache directory. */
+    get isDaemonClient() { return this[kNative].vfsIsDaemonClient(); }
 
     /**
      * Attaches a container (a directory path, `memory://NAME`, `s3://…`, `az://…`, `gs://…`). Fetches its
      * manifest unless this cache already knows it.
      * @param {string} url
-     * @param {{ alias?: string, ifNotAttached?: boolean }} [options] the alias defaults to the URL's last
-     *   component; `ifNotAttached` makes attaching the same URL under the same alias again a no-op
+     * @param {{ alias?: string, ifNotAttached?: boolean, secure?: Keyring | SecureOptions }} [options] the
+     *   alias defaults to the URL's last component; `ifNotAttached` makes attaching the same URL under the
+     *   same alias again a no-op; `secure` is the key or cipher of a secure container
      * @returns {string} the alias
-     * @throws {BcvError} `BCV_ALREADY_EXISTS` (alias taken), `BCV_NOT_FOUND` (no container there), `BCV_IO`
+     * @throws {BcvError} `BCV_ALREADY_EXISTS` (alias taken), `BCV_NOT_FOUND` (no container there), `BCV_IO`;
+     *   `SecureContainerError` (a secure container without a key, a key for a plaintext one),
+     *   `AuthenticationError` (a wrong key: the message names `bcv_secure.json`)
      */
     attach(url, options = {}) {
       const alias = options?.alias === undefined ? undefined : text(options.alias, 'alias');
-      return this[kNative].vfsAttach(text(url, 'url'), alias, Boolean(options?.ifNotAttached));
+      const secure = secureOf(options?.secure);
+      return this[kNative].vfsAttach(text(url, 'url'), alias, Boolean(options?.ifNotAttached), secure);
     }
 
     /**
@@ -241,6 +315,80 @@ module.exports = function defineVfs({ native, Handle, kNative, kInspectFields })
     /** The attached containers. @returns {Array<{ alias: string, url: string }>} */
     attached() {
       return this[kNative].vfsAttached();
+    }
+
+    /**
+     * Obtains the container's lease for `holder` (free text, 1 to 256 bytes, e.g. `'host-a pid 123'`) for
+     * `durationMs`. While it holds it, this `Vfs` renews it before each manifest write and other clients'
+     * writes are refused with `LeaseHeldError`. Blocks the JS thread; see `leaseObtainAsync`.
+     * @returns {Lease}
+     * @throws {LeaseHeldError} another client holds it (`holder`, `expiresUnixMs`); `BcvError`
+     *   `BCV_INVALID_ARGUMENT` for a bad holder, a duration not longer than the safety margin, or a lease this
+     *   `Vfs` holds already
+     */
+    leaseObtain(alias, holder, durationMs) {
+      return leaseOf(this[kNative].vfsLeaseObtain(text(alias, 'alias'), text(holder, 'holder'), duration(durationMs)));
+    }
+
+    /** `leaseObtain()` off the JS thread. @returns {Promise<Lease>} */
+    async leaseObtainAsync(alias, holder, durationMs) {
+      const pending = this[kNative].vfsLeaseObtainAsync(text(alias, 'alias'), text(holder, 'holder'), duration(durationMs));
+      return leaseOf(await pending);
+    }
+
+    /**
+     * Extends the lease this `Vfs` holds to expire `durationMs` from now.
+     * @returns {Lease}
+     * @throws {LeaseLostError} it holds none any more (expired, taken over)
+     */
+    leaseExtend(alias, durationMs) {
+      return leaseOf(this[kNative].vfsLeaseExtend(text(alias, 'alias'), duration(durationMs)));
+    }
+
+    /** `leaseExtend()` off the JS thread. @returns {Promise<Lease>} */
+    async leaseExtendAsync(alias, durationMs) {
+      return leaseOf(await this[kNative].vfsLeaseExtendAsync(text(alias, 'alias'), duration(durationMs)));
+    }
+
+    /**
+     * Releases the lease this `Vfs` holds: others may obtain it at once (detaching releases it too).
+     * @throws {LeaseLostError} it held none, or it was taken over
+     */
+    leaseRelease(alias) {
+      this[kNative].vfsLeaseRelease(text(alias, 'alias'));
+    }
+
+    /** `leaseRelease()` off the JS thread. @returns {Promise<void>} */
+    async leaseReleaseAsync(alias) {
+      await this[kNative].vfsLeaseReleaseAsync(text(alias, 'alias'));
+    }
+
+    /**
+     * The container's lease as recorded there, read now (an expired one nobody took over included).
+     * @returns {Lease | null} `null` when none is held
+     */
+    leaseStatus(alias) {
+      return leaseOf(this[kNative].vfsLeaseStatus(text(alias, 'alias')));
+    }
+
+    /** `leaseStatus()` off the JS thread. @returns {Promise<Lease | null>} */
+    async leaseStatusAsync(alias) {
+      return leaseOf(await this[kNative].vfsLeaseStatusAsync(text(alias, 'alias')));
+    }
+
+    /**
+     * Makes this `Vfs` the holder of a lease obtained elsewhere (another process) under `token`; nothing is
+     * written.
+     * @returns {Lease}
+     * @throws {LeaseLostError} the container's lease is not that unexpired holding
+     */
+    leaseAdopt(alias, token) {
+      return leaseOf(this[kNative].vfsLeaseAdopt(text(alias, 'alias'), text(token, 'token')));
+    }
+
+    /** The lease this `Vfs` holds, as it last wrote it (no request). @returns {Lease | null} */
+    leaseHeld(alias) {
+      return leaseOf(this[kNative].vfsLeaseHeld(text(alias, 'alias')));
     }
 
     /**
@@ -591,10 +739,14 @@ module.exports = function defineVfs({ native, Handle, kNative, kInspectFields })
 
     /**
      * @param {string} url a directory path, `memory://NAME`, `s3://…`, `az://…`, `gs://…`
-     * @param {{ nrequest?: number, retries?: number, requestTimeoutMs?: number }} [options]
+     * @param {{ nrequest?: number, retries?: number, requestTimeoutMs?: number, leaseMaxSkewMs?: number,
+     *   leaseSafetyMarginMs?: number, secure?: Keyring | SecureOptions }} [options] with `secure`,
+     *   `create()` makes a secure container and uploads and downloads seal and open blocks (without it they
+     *   reject with `SecureContainerError` on a secure container)
      */
     constructor(url, options = {}) {
-      this.#c = native.openContainer(text(url, 'url'), storeOptionsOf(options));
+      const secure = secureOf(options?.secure);
+      this.#c = native.openContainer(text(url, 'url'), { ...storeOptionsOf(options), ...leaseOptionsOf(options) }, secure);
     }
 
     /** The container's URL without secrets. */
@@ -675,7 +827,206 @@ module.exports = function defineVfs({ native, Handle, kNative, kInspectFields })
     meter() {
       return this.#c.meter();
     }
+
+    /** True when the container is secure (has a `bcv_secure.json` marker). @returns {Promise<boolean>} */
+    isSecure() {
+      return this.#c.isSecure();
+    }
+
+    /**
+     * Obtains the container's lease for `holder` for `durationMs`. Its `token` lets another process (another
+     * `Container` or `Vfs`) extend, release or adopt this holding.
+     * @returns {Promise<Lease>} rejects with `LeaseHeldError` naming the holder
+     */
+    async leaseObtain(holder, durationMs) {
+      return leaseOf(await this.#c.leaseObtain(text(holder, 'holder'), duration(durationMs)));
+    }
+
+    /**
+     * Extends the lease this object holds, or with `token` the holding of that token, to expire `durationMs`
+     * from now.
+     * @param {number} durationMs
+     * @param {{ token?: string }} [options]
+     * @returns {Promise<Lease>} rejects with `LeaseLostError`
+     */
+    async leaseExtend(durationMs, options = {}) {
+      const token = options?.token === undefined ? undefined : text(options.token, 'token');
+      return leaseOf(await this.#c.leaseExtend(duration(durationMs), token));
+    }
+
+    /**
+     * Releases the lease this object holds, or with `token` the holding of that token.
+     * @param {{ token?: string }} [options]
+     * @returns {Promise<void>} rejects with `LeaseLostError`
+     */
+    async leaseRelease(options = {}) {
+      const token = options?.token === undefined ? undefined : text(options.token, 'token');
+      await this.#c.leaseRelease(token);
+    }
+
+    /** The lease as recorded in the container, read now. @returns {Promise<Lease | null>} */
+    async leaseStatus() {
+      return leaseOf(await this.#c.leaseStatus());
+    }
+
+    /** The lease this object holds, as it last wrote it (no request). @returns {Promise<Lease | null>} */
+    async leaseHeld() {
+      return leaseOf(await this.#c.leaseHeld());
+    }
+
+    /**
+     * Makes this object the holder of the lease obtained elsewhere under `token` (nothing is written).
+     * @returns {Promise<Lease>} rejects with `LeaseLostError`
+     */
+    async leaseAdopt(token) {
+      return leaseOf(await this.#c.leaseAdopt(text(token, 'token')));
+    }
   }
 
-  return { Vfs, Database, Statement, Job, Container };
+  /**
+   * The AES-256 keys of a secure container by id, and the id that seals new data. After a rotation, new data
+   * is sealed with the new key while older keys in the ring keep opening old blocks. The keys are held by
+   * the native side; `secure` options copy them when they are made (at `attach`, `new Container`).
+   */
+  class Keyring {
+    #ring;
+
+    /**
+     * A ring with one key, which seals new data.
+     * @param {number} keyId
+     * @param {Uint8Array} key 32 bytes (see `Keyring.generateKey()`)
+     */
+    constructor(keyId, key) {
+      this.#ring = new native.KeyringHandle(checkKeyId(keyId), keyBytes(key));
+    }
+
+    /** A new random 32-byte key from the operating system's generator. @returns {Buffer} */
+    static generateKey() {
+      return native.generateKey();
+    }
+
+    /**
+     * Adds (or replaces) the key that opens data sealed with `keyId`.
+     * @returns {this}
+     */
+    add(keyId, key) {
+      this.#ring.add(checkKeyId(keyId), keyBytes(key));
+      return this;
+    }
+
+    /**
+     * Makes `keyId` the key that seals new data (a rotation).
+     * @returns {this}
+     * @throws {BcvError} `BCV_INVALID_ARGUMENT` when the ring has no such key
+     */
+    rotateTo(keyId) {
+      this.#ring.rotateTo(checkKeyId(keyId));
+      return this;
+    }
+
+    /** The id of the key that seals new data. */
+    get current() { return this.#ring.current; }
+
+    /** @internal */
+    get [kRing]() { return this.#ring; }
+  }
+
+  /**
+   * A container's lease as recorded there: who holds it, which holding it is, and until when. Plain data:
+   * having one does not mean holding the lease.
+   */
+  class Lease {
+    /** @internal */
+    constructor(token, data) {
+      if (token !== kCreate) throw new TypeError('leases are returned by the lease methods');
+      /** The holder's description, as given to obtain. */
+      this.holder = data.holder;
+      /** 128 random bits in hex, new at each obtain, kept by extends; not a secret. */
+      this.token = data.token;
+      /** Grows by one at each change of holder. */
+      this.generation = data.generation;
+      /** When this holding began (Unix milliseconds, the holder's clock). */
+      this.acquiredUnixMs = data.acquiredUnixMs;
+      /** When it expires unless extended (Unix milliseconds, the holder's clock). */
+      this.expiresUnixMs = data.expiresUnixMs;
+      Object.freeze(this);
+    }
+
+    /** When this holding began. */
+    get acquired() { return new Date(this.acquiredUnixMs); }
+    /** When it expires unless extended. */
+    get expires() { return new Date(this.expiresUnixMs); }
+    /** Milliseconds left by this machine's clock (0 once expired). */
+    get expiresIn() { return Math.max(0, this.expiresUnixMs - Date.now()); }
+    /** True once the expiry has passed by this machine's clock. */
+    get isExpired() { return this.expiresUnixMs <= Date.now(); }
+  }
+
+  /**
+   * A daemon owning a cache directory (multi-process mode): a `Vfs` created on that directory, in any
+   * process of the same user, becomes its read-only client and shares its cache and size limit. The daemon
+   * never writes to storage. Stop it with `stop()` (or `using`); clients then get `DaemonGoneError` once and
+   * reconnect to the next daemon on the directory.
+   */
+  class Daemon {
+    #d;
+
+    /**
+     * Starts a daemon on `cacheDir` (the same as `new Daemon(cacheDir, options)`).
+     * @param {string} cacheDir
+     * @param {DaemonOptions} [options]
+     * @returns {Daemon}
+     */
+    static start(cacheDir, options = {}) {
+      return new Daemon(cacheDir, options);
+    }
+
+    /**
+     * Takes `cacheDir` and serves it on `cacheDir/daemon.sock`.
+     * @param {string} cacheDir
+     * @param {{ cacheSize?: number, retries?: number, requestTimeoutMs?: number,
+     *   keys?: Record<string, Keyring> | Map<string, Keyring> }} [options] `keys`: the key rings of secure
+     *   containers by URL, handed to a client only after its attach proved it can read the container
+     * @throws {BcvError} `BCV_BUSY` when another process (or a `Vfs`) owns the directory, `BCV_IO`
+     */
+    constructor(cacheDir, options = {}) {
+      const d = native.createDaemon({
+        cacheDir: text(cacheDir, 'cacheDir'),
+        cacheSize: optionalNumber(options?.cacheSize, 'cacheSize'),
+        retries: optionalInteger(options?.retries, 'retries'),
+        requestTimeoutMs: optionalNumber(options?.requestTimeoutMs, 'requestTimeoutMs'),
+      });
+      const keys = options?.keys instanceof Map ? [...options.keys] : Object.entries(options?.keys ?? {});
+      for (const [url, ring] of keys) {
+        if (!(ring instanceof Keyring)) throw new TypeError(`keys[${JSON.stringify(url)}] must be a bcv Keyring`);
+        d.addKey(url, ring[kRing]);
+      }
+      d.start();
+      this.#d = d;
+    }
+
+    /** True until `stop()`. */
+    get running() { return this.#d.running; }
+    /** The socket clients connect to (`null` once stopped). */
+    get socketPath() { return this.#d.socketPath; }
+
+    /**
+     * Current figures: clients connected now and since start, cache activity and occupancy.
+     * @returns {DaemonStats | null} `null` once stopped
+     */
+    stats() {
+      return this.#d.stats();
+    }
+
+    /** Stops serving and releases the directory. Idempotent. */
+    stop() {
+      this.#d.stop();
+    }
+
+    [disposeSymbol]() {
+      this.stop();
+    }
+  }
+
+  return { Vfs, Database, Statement, Job, Container, Keyring, Lease, Daemon };
 };

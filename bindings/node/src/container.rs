@@ -1,6 +1,7 @@
 //! Container tools without a VFS or cache (`bcv_core::vfs::ContainerTools`): create, destroy, list,
-//! upload and download a database file, copy, delete, cleanup, manifest. Every call that talks to the store
-//! runs on its own thread and settles a promise; progress callbacks run on the JS thread.
+//! upload and download a database file, copy, delete, cleanup, manifest, and the container's lease. Every
+//! call that talks to the store runs on its own thread and settles a promise; progress callbacks run on the
+//! JS thread, and so does a JS cipher given for a secure container (its calls are posted there).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,7 +16,8 @@ use crate::env::{EnvLocal, JsKey, Out};
 use crate::error::JsErr;
 use crate::handle::enter;
 use crate::js::{self, RawValue};
-use crate::vfs::{manifest_json, store_options};
+use crate::secure::SecureHandle;
+use crate::vfs::{lease_duration, lease_json, lease_options, manifest_json, store_options};
 
 /// Options of `openContainer`.
 #[napi(object)]
@@ -26,6 +28,11 @@ pub struct ContainerOptions {
     pub retries: Option<u32>,
     /// Time limit of one store request in milliseconds; default 30000.
     pub request_timeout_ms: Option<f64>,
+    /// How far the clocks of two lease clients may disagree, in milliseconds; default 5000.
+    pub lease_max_skew_ms: Option<f64>,
+    /// The lease time that must be left after the renewal before each manifest write, in milliseconds;
+    /// default 5000.
+    pub lease_safety_margin_ms: Option<f64>,
 }
 
 /// The operations on one container, without a cache. Not constructed from JS: `openContainer` makes it.
@@ -35,18 +42,32 @@ pub struct ContainerHandle {
 }
 
 /// Opens the container at `url` (a directory, `memory://NAME`, `s3://`, `az://`, `gs://`) for the tools;
-/// no request is made. Throws `BCV_INVALID_ARGUMENT` for a bad URL or option, `BCV_IO`.
+/// no request is made. With `secure`, `create` makes a secure container and uploads and downloads seal and
+/// open blocks. Throws `BCV_INVALID_ARGUMENT` for a bad URL or option, `BCV_IO`.
 #[napi]
-pub fn open_container(env: Env, url: String, options: Option<ContainerOptions>) -> napi::Result<ContainerHandle> {
+pub fn open_container(
+    env: Env,
+    url: String,
+    options: Option<ContainerOptions>,
+    secure: Option<&SecureHandle>,
+) -> napi::Result<ContainerHandle> {
     let local = enter(&env)?;
-    let (nrequest, retries, timeout) = match options {
-        Some(o) => (o.nrequest, o.retries, o.request_timeout_ms),
-        None => (None, None, None),
-    };
-    let opened = store_options(retries, timeout)
+    let o = options.unwrap_or(ContainerOptions {
+        nrequest: None,
+        retries: None,
+        request_timeout_ms: None,
+        lease_max_skew_ms: None,
+        lease_safety_margin_ms: None,
+    });
+    let lease = lease_options(o.lease_max_skew_ms, o.lease_safety_margin_ms).map_err(|e| e.throw(&local))?;
+    let opened = store_options(o.retries, o.request_timeout_ms)
         .and_then(|options| ContainerStore::open(&url, &options).map_err(JsErr::from))
         .map_err(|e| e.throw(&local))?;
-    Ok(ContainerHandle { tools: ContainerTools::new(opened, nrequest.unwrap_or(8).max(1) as usize) })
+    let mut tools = ContainerTools::new(opened, o.nrequest.unwrap_or(8).max(1) as usize).with_lease_options(lease);
+    if let Some(secure) = secure {
+        tools = tools.with_secure(secure.options());
+    }
+    Ok(ContainerHandle { tools })
 }
 
 /// Runs `work` on the container's tools off the JS thread.
@@ -211,6 +232,72 @@ impl ContainerHandle {
     #[napi(ts_return_type = "Promise<unknown>")]
     pub fn manifest(&self, env: Env) -> napi::Result<RawValue> {
         tools_op(&env, &self.tools, |t| t.manifest(), |(m, _)| Out::Json(manifest_json(&m)))
+    }
+
+    /// True when the container is secure (has a `bcv_secure.json` marker).
+    #[napi(ts_return_type = "Promise<boolean>")]
+    pub fn is_secure(&self, env: Env) -> napi::Result<RawValue> {
+        tools_op(&env, &self.tools, |t| t.is_secure(), |b| Out::Json(serde_json::Value::Bool(b)))
+    }
+
+    /// Obtains the container's lease for `holder` for `durationMs`: resolves with the lease (its `token` lets
+    /// another process extend, release or adopt it). Rejects with `BCV_LEASE_HELD` naming the holder.
+    #[napi(ts_return_type = "Promise<unknown>")]
+    pub fn lease_obtain(&self, env: Env, holder: String, duration_ms: f64) -> napi::Result<RawValue> {
+        let local = enter(&env)?;
+        let duration = lease_duration(duration_ms).map_err(|e| e.throw(&local))?;
+        tools_op(&env, &self.tools, move |t| t.lease_obtain(&holder, duration), |l| Out::Json(lease_json(Some(&l))))
+    }
+
+    /// Extends the lease these tools hold, or with `token` the holding of that token (obtained elsewhere), to
+    /// expire `durationMs` from now. Rejects with `BCV_LEASE_LOST`.
+    #[napi(ts_return_type = "Promise<unknown>")]
+    pub fn lease_extend(&self, env: Env, duration_ms: f64, token: Option<String>) -> napi::Result<RawValue> {
+        let local = enter(&env)?;
+        let duration = lease_duration(duration_ms).map_err(|e| e.throw(&local))?;
+        tools_op(
+            &env,
+            &self.tools,
+            move |t| match &token {
+                Some(token) => t.lease_extend_with_token(token, duration),
+                None => t.lease_extend(duration),
+            },
+            |l| Out::Json(lease_json(Some(&l))),
+        )
+    }
+
+    /// Releases the lease these tools hold, or with `token` the holding of that token. Rejects with
+    /// `BCV_LEASE_LOST`.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn lease_release(&self, env: Env, token: Option<String>) -> napi::Result<RawValue> {
+        tools_op(
+            &env,
+            &self.tools,
+            move |t| match &token {
+                Some(token) => t.lease_release_with_token(token),
+                None => t.lease_release(),
+            },
+            |()| Out::Undefined,
+        )
+    }
+
+    /// The lease as recorded in the container, read now: resolves with it, or `null` when none is held.
+    #[napi(ts_return_type = "Promise<unknown>")]
+    pub fn lease_status(&self, env: Env) -> napi::Result<RawValue> {
+        tools_op(&env, &self.tools, |t| t.lease_status(), |l| Out::Json(lease_json(l.as_ref())))
+    }
+
+    /// The lease these tools hold, as they last wrote it (no request), or `null`.
+    #[napi(ts_return_type = "Promise<unknown>")]
+    pub fn lease_held(&self, env: Env) -> napi::Result<RawValue> {
+        tools_op(&env, &self.tools, |t| t.lease_held(), |l| Out::Json(lease_json(l.as_ref())))
+    }
+
+    /// Makes these tools the holder of the lease obtained elsewhere under `token` (nothing is written).
+    /// Rejects with `BCV_LEASE_LOST` when the container's lease is not that unexpired holding.
+    #[napi(ts_return_type = "Promise<unknown>")]
+    pub fn lease_adopt(&self, env: Env, token: String) -> napi::Result<RawValue> {
+        tools_op(&env, &self.tools, move |t| t.lease_adopt(&token), |l| Out::Json(lease_json(Some(&l))))
     }
 
     /// The request counters of this container object.

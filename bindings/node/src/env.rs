@@ -27,6 +27,7 @@ use bcv_core::handle::{CloseReason, Runtime};
 use bytes::Bytes;
 use napi::sys;
 
+use crate::callable::CallQueue;
 use crate::error::JsErr;
 use crate::handle::Kind;
 use crate::scope::ScopeState;
@@ -72,6 +73,11 @@ impl Bridge {
 
     fn kill(&self) {
         self.tsfn.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// False once the env has been torn down (nothing posted runs any more).
+    pub(crate) fn is_alive(&self) -> bool {
+        self.tsfn.lock().unwrap_or_else(|p| p.into_inner()).is_some()
     }
 }
 
@@ -162,6 +168,8 @@ pub(crate) struct EnvLocal {
     pub(crate) callbacks: RefCell<HashMap<u64, ActiveCallback>>,
     /// The binding's scope stack (innermost last), mirroring core's thread-local one.
     pub(crate) scopes: RefCell<Vec<Rc<ScopeState>>>,
+    /// Calls of JS callables (ciphers, key providers) queued by other threads for this thread.
+    pub(crate) calls: Arc<CallQueue>,
 }
 
 thread_local! {
@@ -226,6 +234,7 @@ impl EnvLocal {
             error_factory: Cell::new(ptr::null_mut()),
             callbacks: RefCell::new(HashMap::new()),
             scopes: RefCell::new(Vec::new()),
+            calls: Arc::new(CallQueue::new()),
         })
     }
 
@@ -345,8 +354,10 @@ impl EnvLocal {
             node.node().close_with(reason);
         }
         drop(nodes);
-        // SDK threads waiting for a JS callback to settle are let go.
+        // SDK threads waiting for a JS callback to settle are let go, and so are threads waiting for a
+        // cipher or key provider.
         self.callbacks.borrow_mut().clear();
+        self.calls.clear();
         for scope in self.scopes.borrow_mut().drain(..) {
             scope.abandon();
         }

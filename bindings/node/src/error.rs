@@ -9,7 +9,11 @@
 //! `BCV_STRICT` (strict-mode violation), `BCV_SHUTDOWN_TIMEOUT`, `BCV_INTERNAL`; from the block-cache VFS also
 //! `BCV_CONFLICT` (a lost conditional write: an upload, or a `bcv_kv` commit, `SQLITE_BUSY_SNAPSHOT`),
 //! `BCV_NOT_FOUND`, `BCV_ALREADY_EXISTS`, `BCV_UNSUPPORTED`, `BCV_JOB_FAILED`, and SQLite's own result-code
-//! names (`SQLITE_CONSTRAINT_UNIQUE`, …) with the numeric extended code as `errcode`.
+//! names (`SQLITE_CONSTRAINT_UNIQUE`, …) with the numeric extended code as `errcode`. Secure containers add
+//! `BCV_AUTH` (wrong key, tampered data: `VfsError::Crypto`) and `BCV_SECURE` (a missing key, or a key for a
+//! plaintext container); multi-process mode `BCV_READ_ONLY`, `BCV_DAEMON_GONE` and `BCV_DAEMON`; leases
+//! `BCV_LEASE_HELD` (with `holder`, `expiresUnixMs`, `generation`) and `BCV_LEASE_LOST` (an unreadable lease
+//! object is `BCV_CORRUPT`).
 
 use std::ptr;
 
@@ -33,6 +37,8 @@ pub(crate) struct JsErr {
     value: Option<Box<JsKey>>,
     /// The (extended) SQLite result code of an error that came from SQLite.
     sqlite_code: Option<i32>,
+    /// More details as plain data (keys turned to camelCase), e.g. the holder of a lease.
+    extra: Option<Box<serde_json::Value>>,
 }
 
 impl JsErr {
@@ -47,7 +53,14 @@ impl JsErr {
             os_errno: None,
             value: None,
             sqlite_code: None,
+            extra: None,
         }
+    }
+
+    /// Adds plain-data details (a JSON object whose keys become properties of the error).
+    fn with_extra(mut self, extra: serde_json::Value) -> JsErr {
+        self.extra = Some(Box::new(extra));
+        self
     }
 
     /// `Closed{reason}` as `BCV_CLOSED`.
@@ -144,6 +157,9 @@ impl JsErr {
             js::set(env, details, "errcode", js::number(env, code as f64));
             js::set(env, details, "sqliteCode", js::string(env, sqlite_code_name(code)));
         }
+        if let Some(extra) = &self.extra {
+            js::assign(env, details, js::json(env, extra));
+        }
         if let Some(key) = &self.value
             && let Ok(v) = local.take_value(key)
         {
@@ -232,6 +248,36 @@ impl From<VfsError> for JsErr {
             VfsError::ConditionalWritesUnsupported { .. } => JsErr::new("BCV_UNSUPPORTED", message),
             VfsError::Job(_) => JsErr::new("BCV_JOB_FAILED", message),
             VfsError::Runtime(inner) => JsErr::from(inner),
+            // Secure containers: a wrong key or tampered data is an authentication failure.
+            VfsError::Crypto { container, object, .. } => JsErr::new("BCV_AUTH", message)
+                .with_extra(serde_json::json!({ "container": container, "object": object })),
+            VfsError::Secure { container, .. } => {
+                JsErr::new("BCV_SECURE", message).with_extra(serde_json::json!({ "container": container }))
+            }
+            // Multi-process mode.
+            VfsError::ReadOnly { dir, .. } => {
+                JsErr::new("BCV_READ_ONLY", message).with_extra(serde_json::json!({ "dir": dir.display().to_string() }))
+            }
+            VfsError::DaemonGone { dir, .. } => JsErr::new("BCV_DAEMON_GONE", message)
+                .with_extra(serde_json::json!({ "dir": dir.display().to_string() })),
+            VfsError::Daemon { dir, .. } => {
+                JsErr::new("BCV_DAEMON", message).with_extra(serde_json::json!({ "dir": dir.display().to_string() }))
+            }
+            // Leases.
+            VfsError::LeaseHeld { container, holder, until_unix_ms, generation, .. } => {
+                JsErr::new("BCV_LEASE_HELD", message).with_extra(serde_json::json!({
+                    "container": container,
+                    "holder": holder,
+                    "expires_unix_ms": until_unix_ms,
+                    "generation": generation,
+                }))
+            }
+            VfsError::LeaseLost { container, .. } => {
+                JsErr::new("BCV_LEASE_LOST", message).with_extra(serde_json::json!({ "container": container }))
+            }
+            VfsError::LeaseObject { container, .. } => {
+                JsErr::new("BCV_CORRUPT", message).with_extra(serde_json::json!({ "container": container }))
+            }
             _ => JsErr::new("BCV_INTERNAL", message),
         }
     }

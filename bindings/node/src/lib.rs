@@ -15,13 +15,16 @@
 // In the test build napi-derive registers no exports, so every `#[napi]` item looks unused there.
 #![cfg_attr(test, allow(dead_code))]
 
+mod callable;
 mod container;
+mod daemon;
 mod env;
 mod error;
 mod handle;
 mod http;
 mod js;
 mod scope;
+mod secure;
 mod sql;
 mod tls;
 mod vfs;

@@ -11,6 +11,7 @@
 
 use std::mem::ManuallyDrop;
 use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,22 +19,28 @@ use bcv_core::handle::Node;
 use bcv_core::vfs::container::Manifest;
 use bcv_core::vfs::store::StoreOptions;
 use bcv_core::vfs::{
-    AttachOptions, BlockVfs, ConnectOptions, Connection, JobOutcome, JobStatus, UploadOptions, VfsConfig, VfsError,
+    AttachOptions, BlockVfs, ConnectOptions, Connection, JobOutcome, JobStatus, LeaseInfo, LeaseOptions, UploadOptions,
+    VfsConfig, VfsError, VfsResult,
 };
 use napi::Env;
 use napi_derive::napi;
 use tokio::sync::watch;
 
+use crate::callable::serviced;
 use crate::env::{EnvLocal, Out, runtime};
 use crate::error::JsErr;
 use crate::handle::{Handle, Kind, enter};
 use crate::js::{self, RawValue};
+use crate::secure::SecureHandle;
 use crate::sql::Statement;
 
 /// The `BlockVfs` of a JS `Vfs`, dropped on its own thread (see the module docs).
 pub(crate) struct VfsBox {
     vfs: ManuallyDrop<BlockVfs>,
     done: Option<watch::Sender<bool>>,
+    /// Set once a container was attached with a JS cipher or key provider: synchronous calls that wait on
+    /// bcv workers then let the JS thread serve those workers' calls while they wait (see `crate::callable`).
+    uses_js: AtomicBool,
 }
 
 impl Deref for VfsBox {
@@ -75,7 +82,7 @@ impl VfsSlot {
     fn new(vfs: BlockVfs) -> VfsSlot {
         let (tx, rx) = watch::channel(false);
         let node = vfs.node().clone();
-        let boxed = VfsBox { vfs: ManuallyDrop::new(vfs), done: Some(tx) };
+        let boxed = VfsBox { vfs: ManuallyDrop::new(vfs), done: Some(tx), uses_js: AtomicBool::new(false) };
         VfsSlot { node, vfs: Mutex::new(Some(Arc::new(boxed))), released: rx }
     }
 
@@ -121,6 +128,30 @@ pub struct VfsOptions {
     pub retries: Option<u32>,
     /// Time limit of one store request in milliseconds; default 30000.
     pub request_timeout_ms: Option<f64>,
+    /// How far the clocks of two lease clients may disagree, in milliseconds; default 5000.
+    pub lease_max_skew_ms: Option<f64>,
+    /// The lease time that must be left after the renewal before each manifest write, in milliseconds;
+    /// default 5000.
+    pub lease_safety_margin_ms: Option<f64>,
+}
+
+/// Lease options from the JS options shared by `openVfs` and `openContainer`.
+pub(crate) fn lease_options(max_skew_ms: Option<f64>, safety_margin_ms: Option<f64>) -> Result<LeaseOptions, JsErr> {
+    let mut options = LeaseOptions::default();
+    if let Some(ms) = max_skew_ms {
+        options.max_skew = non_negative_ms(ms, "leaseMaxSkewMs")?;
+    }
+    if let Some(ms) = safety_margin_ms {
+        options.safety_margin = non_negative_ms(ms, "leaseSafetyMarginMs")?;
+    }
+    Ok(options)
+}
+
+fn non_negative_ms(ms: f64, what: &str) -> Result<Duration, JsErr> {
+    if !(ms.is_finite() && ms >= 0.0) {
+        return Err(JsErr::invalid(format!("{what} must be a non-negative number of milliseconds, got {ms}")));
+    }
+    Ok(Duration::from_secs_f64(ms / 1000.0))
 }
 
 /// Store options from the JS options shared by `openVfs` and `openContainer`.
@@ -166,6 +197,7 @@ fn build_vfs(options: VfsOptions) -> Result<BlockVfs, JsErr> {
         config.nrequest = n.max(1) as usize;
     }
     config.store = store_options(options.retries, options.request_timeout_ms)?;
+    config.lease = lease_options(options.lease_max_skew_ms, options.lease_safety_margin_ms)?;
     config.runtime = Some(runtime().clone());
     BlockVfs::create(config).map_err(JsErr::from)
 }
@@ -266,6 +298,42 @@ fn thrown(local: &EnvLocal, vfs: &BlockVfs, e: VfsError) -> napi::Error {
     JsErr::vfs(e, Some(vfs.node())).throw(local)
 }
 
+/// Runs a synchronous operation of `vfs` on the JS thread, or, once a container was attached with a JS cipher
+/// or key provider, on a helper thread while the JS thread serves the calls bcv workers make to that JS code
+/// (the operation may wait for those workers). Errors are thrown.
+fn sync_op<T: Send>(
+    local: &EnvLocal,
+    vfs: &VfsBox,
+    op: impl FnOnce(&BlockVfs) -> VfsResult<T> + Send,
+) -> napi::Result<T> {
+    let result = if vfs.uses_js.load(Ordering::Acquire) {
+        serviced(local, || op(vfs)).map_err(|e| e.throw(local))?
+    } else {
+        op(vfs)
+    };
+    result.map_err(|e| thrown(local, vfs, e))
+}
+
+/// A lease as plain data (`holder`, `token`, `generation`, `acquiredUnixMs`, `expiresUnixMs`); `lib/vfs.js`
+/// makes a `Lease` of it.
+pub(crate) fn lease_json(lease: Option<&LeaseInfo>) -> serde_json::Value {
+    lease.map_or(serde_json::Value::Null, json_of)
+}
+
+/// A lease duration in milliseconds (positive).
+pub(crate) fn lease_duration(ms: f64) -> Result<Duration, JsErr> {
+    positive_ms(ms, "durationMs")
+}
+
+/// Runs `work` on `vfs` off the JS thread and settles a promise with its JSON result.
+fn vfs_off_thread(
+    env: &Env,
+    vfs: Arc<VfsBox>,
+    work: impl FnOnce(&BlockVfs) -> VfsResult<serde_json::Value> + Send + 'static,
+) -> napi::Result<RawValue> {
+    crate::off_thread(env, move || work(&vfs).map_err(|e| JsErr::vfs(e, Some(vfs.node()))), |r| r.map(Out::Json))
+}
+
 /// The connection inside a checked `Database` kind.
 pub(crate) fn conn_of(kind: &Kind) -> &Connection {
     match kind {
@@ -294,7 +362,9 @@ impl Handle {
 
     /// Attaches the container at `url` (a directory, `memory://`, `s3://`, `az://`, `gs://`) and returns
     /// its alias (default: the URL's last component). Fetches the manifest unless this cache knows it.
-    /// Throws `BCV_ALREADY_EXISTS` (alias taken), `BCV_NOT_FOUND` (no container there), `BCV_IO`.
+    /// `secure` is the cipher of a secure container (required for one, refused for a plaintext one).
+    /// Throws `BCV_ALREADY_EXISTS` (alias taken), `BCV_NOT_FOUND` (no container there), `BCV_IO`,
+    /// `BCV_SECURE` (no key for a secure container, a key for a plaintext one), `BCV_AUTH` (wrong key).
     #[napi]
     pub fn vfs_attach(
         &self,
@@ -302,12 +372,26 @@ impl Handle {
         url: String,
         alias: Option<String>,
         if_not_attached: Option<bool>,
+        secure: Option<&SecureHandle>,
     ) -> napi::Result<String> {
         let local = enter(&env)?;
         let vfs = self.vfs(&local, "vfsAttach")?;
-        let options =
-            AttachOptions { alias, if_not_attached: if_not_attached.unwrap_or(false), ..AttachOptions::default() };
-        vfs.attach(&url, &options).map_err(|e| thrown(&local, &vfs, e))
+        if secure.is_some_and(SecureHandle::uses_js) {
+            vfs.uses_js.store(true, Ordering::Release);
+        }
+        let options = AttachOptions {
+            alias,
+            if_not_attached: if_not_attached.unwrap_or(false),
+            secure: secure.map(SecureHandle::options),
+        };
+        sync_op(&local, &vfs, |v| v.attach(&url, &options))
+    }
+
+    /// True when this VFS is a read-only client of a daemon owning its cache directory.
+    #[napi]
+    pub fn vfs_is_daemon_client(&self, env: Env) -> napi::Result<bool> {
+        let local = enter(&env)?;
+        Ok(self.vfs(&local, "vfsIsDaemonClient")?.is_daemon_client())
     }
 
     /// Detaches `alias`. Throws `BCV_BUSY` while a database of it is open or has local changes.
@@ -315,7 +399,7 @@ impl Handle {
     pub fn vfs_detach(&self, env: Env, alias: String) -> napi::Result<()> {
         let local = enter(&env)?;
         let vfs = self.vfs(&local, "vfsDetach")?;
-        vfs.detach(&alias).map_err(|e| thrown(&local, &vfs, e))
+        sync_op(&local, &vfs, |v| v.detach(&alias))
     }
 
     /// Fetches the manifest of `alias` if it changed (one conditional GET): the poll report.
@@ -323,7 +407,7 @@ impl Handle {
     pub fn vfs_poll(&self, env: Env, alias: String) -> napi::Result<RawValue> {
         let local = enter(&env)?;
         let vfs = self.vfs(&local, "vfsPoll")?;
-        let report = vfs.poll(&alias).map_err(|e| thrown(&local, &vfs, e))?;
+        let report = sync_op(&local, &vfs, |v| v.poll(&alias))?;
         Ok(RawValue(js::json(local.raw(), &json_of(&report))))
     }
 
@@ -349,7 +433,7 @@ impl Handle {
         let local = enter(&env)?;
         let vfs = self.vfs(&local, "vfsUpload")?;
         let options = grace_of(cleanup_grace_ms).map_err(|e| e.throw(&local))?;
-        let report = vfs.upload(&alias, &options).map_err(|e| thrown(&local, &vfs, e))?;
+        let report = sync_op(&local, &vfs, |v| v.upload(&alias, &options))?;
         Ok(RawValue(js::json(local.raw(), &json_of(&report))))
     }
 
@@ -394,7 +478,7 @@ impl Handle {
     pub fn vfs_revert(&self, env: Env, alias: String, db: Option<String>) -> napi::Result<Vec<String>> {
         let local = enter(&env)?;
         let vfs = self.vfs(&local, "vfsRevert")?;
-        vfs.revert(&alias, db.as_deref()).map_err(|e| thrown(&local, &vfs, e))
+        sync_op(&local, &vfs, |v| v.revert(&alias, db.as_deref()))
     }
 
     /// Copies database `from` of `alias` to a new database `to`, sharing blocks (a manifest write).
@@ -402,7 +486,7 @@ impl Handle {
     pub fn vfs_copy(&self, env: Env, alias: String, from: String, to: String) -> napi::Result<()> {
         let local = enter(&env)?;
         let vfs = self.vfs(&local, "vfsCopy")?;
-        vfs.copy(&alias, &from, &to).map_err(|e| thrown(&local, &vfs, e))
+        sync_op(&local, &vfs, |v| v.copy(&alias, &from, &to))
     }
 
     /// Deletes database `db` of `alias` from the container (a manifest write).
@@ -410,7 +494,7 @@ impl Handle {
     pub fn vfs_delete(&self, env: Env, alias: String, db: String) -> napi::Result<()> {
         let local = enter(&env)?;
         let vfs = self.vfs(&local, "vfsDelete")?;
-        vfs.delete(&alias, &db).map_err(|e| thrown(&local, &vfs, e))
+        sync_op(&local, &vfs, |v| v.delete(&alias, &db))
     }
 
     /// Status of every database of `alias`.
@@ -495,6 +579,113 @@ impl Handle {
         let conn = Connection::open(&vfs, &path, &options).map_err(|e| thrown(&local, &vfs, e))?;
         let db = DbSlot { conn, readonly: options.read_only, _vfs: slot.clone() };
         Ok(Handle::wrap_child(&local, Kind::Database(db), self))
+    }
+
+    // ----- leases -----
+
+    /// Obtains the lease of `alias` for `holder` (free text, 1 to 256 bytes) for `durationMs`: the lease.
+    /// Throws `BCV_LEASE_HELD` (naming the holder) while another client holds it, `BCV_INVALID_ARGUMENT`
+    /// (bad holder, a duration not longer than the safety margin, held already), `BCV_UNSUPPORTED`.
+    #[napi(ts_return_type = "unknown")]
+    pub fn vfs_lease_obtain(
+        &self,
+        env: Env,
+        alias: String,
+        holder: String,
+        duration_ms: f64,
+    ) -> napi::Result<RawValue> {
+        let local = enter(&env)?;
+        let vfs = self.vfs(&local, "vfsLeaseObtain")?;
+        let duration = lease_duration(duration_ms).map_err(|e| e.throw(&local))?;
+        let lease = sync_op(&local, &vfs, |v| v.lease_obtain(&alias, &holder, duration))?;
+        Ok(RawValue(js::json(local.raw(), &lease_json(Some(&lease)))))
+    }
+
+    /// `vfsLeaseObtain` off the JS thread.
+    #[napi(ts_return_type = "Promise<unknown>")]
+    pub fn vfs_lease_obtain_async(
+        &self,
+        env: Env,
+        alias: String,
+        holder: String,
+        duration_ms: f64,
+    ) -> napi::Result<RawValue> {
+        let local = enter(&env)?;
+        let vfs = self.vfs(&local, "vfsLeaseObtainAsync")?;
+        let duration = lease_duration(duration_ms).map_err(|e| e.throw(&local))?;
+        vfs_off_thread(&env, vfs, move |v| v.lease_obtain(&alias, &holder, duration).map(|l| lease_json(Some(&l))))
+    }
+
+    /// Extends the lease this VFS holds on `alias` to expire `durationMs` from now. Throws `BCV_LEASE_LOST`
+    /// when it holds none any more (expired, taken over).
+    #[napi(ts_return_type = "unknown")]
+    pub fn vfs_lease_extend(&self, env: Env, alias: String, duration_ms: f64) -> napi::Result<RawValue> {
+        let local = enter(&env)?;
+        let vfs = self.vfs(&local, "vfsLeaseExtend")?;
+        let duration = lease_duration(duration_ms).map_err(|e| e.throw(&local))?;
+        let lease = sync_op(&local, &vfs, |v| v.lease_extend(&alias, duration))?;
+        Ok(RawValue(js::json(local.raw(), &lease_json(Some(&lease)))))
+    }
+
+    /// `vfsLeaseExtend` off the JS thread.
+    #[napi(ts_return_type = "Promise<unknown>")]
+    pub fn vfs_lease_extend_async(&self, env: Env, alias: String, duration_ms: f64) -> napi::Result<RawValue> {
+        let local = enter(&env)?;
+        let vfs = self.vfs(&local, "vfsLeaseExtendAsync")?;
+        let duration = lease_duration(duration_ms).map_err(|e| e.throw(&local))?;
+        vfs_off_thread(&env, vfs, move |v| v.lease_extend(&alias, duration).map(|l| lease_json(Some(&l))))
+    }
+
+    /// Releases the lease this VFS holds on `alias` (others may obtain it at once). Throws `BCV_LEASE_LOST`.
+    #[napi]
+    pub fn vfs_lease_release(&self, env: Env, alias: String) -> napi::Result<()> {
+        let local = enter(&env)?;
+        let vfs = self.vfs(&local, "vfsLeaseRelease")?;
+        sync_op(&local, &vfs, |v| v.lease_release(&alias))
+    }
+
+    /// `vfsLeaseRelease` off the JS thread.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn vfs_lease_release_async(&self, env: Env, alias: String) -> napi::Result<RawValue> {
+        let local = enter(&env)?;
+        let vfs = self.vfs(&local, "vfsLeaseReleaseAsync")?;
+        vfs_off_thread(&env, vfs, move |v| v.lease_release(&alias).map(|()| serde_json::Value::Null))
+    }
+
+    /// The lease of `alias` as recorded in the container, read now; `null` when none is held.
+    #[napi(ts_return_type = "unknown")]
+    pub fn vfs_lease_status(&self, env: Env, alias: String) -> napi::Result<RawValue> {
+        let local = enter(&env)?;
+        let vfs = self.vfs(&local, "vfsLeaseStatus")?;
+        let lease = sync_op(&local, &vfs, |v| v.lease_status(&alias))?;
+        Ok(RawValue(js::json(local.raw(), &lease_json(lease.as_ref()))))
+    }
+
+    /// `vfsLeaseStatus` off the JS thread.
+    #[napi(ts_return_type = "Promise<unknown>")]
+    pub fn vfs_lease_status_async(&self, env: Env, alias: String) -> napi::Result<RawValue> {
+        let local = enter(&env)?;
+        let vfs = self.vfs(&local, "vfsLeaseStatusAsync")?;
+        vfs_off_thread(&env, vfs, move |v| v.lease_status(&alias).map(|l| lease_json(l.as_ref())))
+    }
+
+    /// Makes this VFS the holder of the lease of `alias` obtained elsewhere under `token` (nothing is
+    /// written). Throws `BCV_LEASE_LOST` when the container's lease is not that unexpired holding.
+    #[napi(ts_return_type = "unknown")]
+    pub fn vfs_lease_adopt(&self, env: Env, alias: String, token: String) -> napi::Result<RawValue> {
+        let local = enter(&env)?;
+        let vfs = self.vfs(&local, "vfsLeaseAdopt")?;
+        let lease = sync_op(&local, &vfs, |v| v.lease_adopt(&alias, &token))?;
+        Ok(RawValue(js::json(local.raw(), &lease_json(Some(&lease)))))
+    }
+
+    /// The lease this VFS holds on `alias` as it last wrote it (no request); `null` when it holds none.
+    #[napi(ts_return_type = "unknown")]
+    pub fn vfs_lease_held(&self, env: Env, alias: String) -> napi::Result<RawValue> {
+        let local = enter(&env)?;
+        let vfs = self.vfs(&local, "vfsLeaseHeld")?;
+        let lease = sync_op(&local, &vfs, |v| v.lease_held(&alias))?;
+        Ok(RawValue(js::json(local.raw(), &lease_json(lease.as_ref()))))
     }
 
     // ----- databases -----
