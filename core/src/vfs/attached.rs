@@ -280,6 +280,7 @@ impl Container {
                 base_version: entry.version,
                 dirty: false,
                 generation: 0,
+                promotion_epoch: 0,
             };
             if let Some(row) = local.get(&entry.name) {
                 content.size = row.size;
@@ -299,6 +300,7 @@ impl Container {
                     size: row.size,
                     dirty: true,
                     generation: 0,
+                    promotion_epoch: 0,
                 };
                 dbs.insert(name.clone(), Arc::new(self.new_database(name, content)?));
             }
@@ -332,7 +334,8 @@ impl Container {
         if let Some(db) = dbs.get(name) {
             return Ok(db.clone());
         }
-        let content = Content { clean: Vec::new(), base_version: 0, size: 0, dirty: true, generation: 0 };
+        let content =
+            Content { clean: Vec::new(), base_version: 0, size: 0, dirty: true, generation: 0, promotion_epoch: 0 };
         let db = Arc::new(self.new_database(name, content)?);
         dbs.insert(name.to_string(), db.clone());
         Ok(db)
@@ -423,6 +426,7 @@ impl Container {
                             base_version: entry.version,
                             dirty: false,
                             generation: 0,
+                            promotion_epoch: 0,
                         };
                         dbs.insert(entry.name.clone(), Arc::new(self.new_database(&entry.name, content)?));
                         report.added.push(entry.name.clone());
@@ -689,6 +693,8 @@ impl Container {
         promotions: &[(DirtyKey, BlockId)],
         lists: &[(Arc<Database>, Vec<BlockId>)],
     ) -> VfsResult<()> {
+        // Readers of these databases wait while the dirty slots and the clean lists change in two steps.
+        let _promotions: Vec<_> = lists.iter().map(|(db, _)| db.begin_promotion()).collect();
         self.cache.promote(promotions)?;
         for (db, list) in lists {
             let v = manifest.database(&db.name).map(|e| e.version).unwrap_or(0);

@@ -34,6 +34,21 @@ pub(crate) struct Content {
     pub(crate) dirty: bool,
     /// Bumped whenever the image is replaced underneath open connections (poll, revert).
     pub(crate) generation: u64,
+    /// Odd while an upload turns this image's dirty blocks into clean ones (the dirty slots and the clean
+    /// list change in two steps), bumped again when it is done: a read that overlapped it reads again.
+    pub(crate) promotion_epoch: u64,
+}
+
+/// An upload's promotion of one database's dirty blocks to clean ones, from [`Database::begin_promotion`]
+/// until dropped (also on an error): reads wait for it, and reads that overlapped it start over.
+pub(crate) struct Promotion<'a> {
+    db: &'a Database,
+}
+
+impl Drop for Promotion<'_> {
+    fn drop(&mut self) {
+        lock(&self.db.content).promotion_epoch += 1;
+    }
 }
 
 /// A newer remote version waiting until no connection holds a lock.
@@ -155,13 +170,28 @@ impl Database {
     ///
     /// Errors: a block that cannot be fetched (after the store's retries), local I/O.
     pub(crate) fn read(&self, offset: u64, buf: &mut [u8]) -> VfsResult<usize> {
-        let (size, clean_ids) = {
-            let c = lock(&self.content);
-            let first = (offset / self.block_size as u64) as usize;
-            let last = ((offset + buf.len() as u64).max(1) - 1) / self.block_size as u64;
-            let ids: Vec<Option<BlockId>> = (first..=last as usize).map(|i| c.clean.get(i).copied()).collect();
-            (c.size, ids)
-        };
+        loop {
+            let (size, clean_ids, epoch) = {
+                let c = lock(&self.content);
+                let first = (offset / self.block_size as u64) as usize;
+                let last = ((offset + buf.len() as u64).max(1) - 1) / self.block_size as u64;
+                let ids: Vec<Option<BlockId>> = (first..=last as usize).map(|i| c.clean.get(i).copied()).collect();
+                (c.size, ids, c.promotion_epoch)
+            };
+            if epoch % 2 == 1 {
+                // An upload is moving this image's blocks from dirty to clean slots: wait for the new list.
+                std::thread::sleep(std::time::Duration::from_micros(200));
+                continue;
+            }
+            let valid = self.read_pieces(offset, buf, size, &clean_ids)?;
+            if lock(&self.content).promotion_epoch == epoch {
+                return Ok(valid);
+            }
+        }
+    }
+
+    /// One attempt of [`read`](Self::read) with the image's size and clean block ids taken together.
+    fn read_pieces(&self, offset: u64, buf: &mut [u8], size: u64, clean_ids: &[Option<BlockId>]) -> VfsResult<usize> {
         let valid = if offset >= size { 0 } else { (size - offset).min(buf.len() as u64) as usize };
         buf[valid..].fill(0);
         let readahead = self.readahead_for(offset, buf.len());
@@ -186,6 +216,13 @@ impl Database {
             k += 1;
         }
         Ok(valid)
+    }
+
+    /// Starts an upload's promotion of this image's dirty blocks (see [`Promotion`]); it ends when the value
+    /// is dropped, after [`mark_uploaded`](Self::mark_uploaded).
+    pub(crate) fn begin_promotion(&self) -> Promotion<'_> {
+        lock(&self.content).promotion_epoch += 1;
+        Promotion { db: self }
     }
 
     /// Writes `data` at `offset`, copying each touched block into a dirty slot first (fetching what the cache
