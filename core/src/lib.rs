@@ -10,4 +10,6 @@
 #![warn(missing_docs)]
 
 pub mod handle;
+#[cfg(feature = "proxy")]
+pub mod proxy;
 pub mod vfs;
