@@ -12,8 +12,9 @@ use bcv_core::proxy::{
     StreamType, Vm, VmConfig,
 };
 
+/// A host whose compiled modules are cached across the tests of this run (and tested as such).
 fn host() -> ProxyHost {
-    ProxyHost::new(HostConfig::default()).expect("host")
+    ProxyHost::new(HostConfig { module_cache_dir: Some(plugins::cache_dir()), ..Default::default() }).expect("host")
 }
 
 fn testkit(host: &ProxyHost) -> PluginModule {
@@ -162,4 +163,368 @@ fn modules_without_a_marker_or_an_allocator_are_refused_and_old_abis_work() {
     assert_eq!(header(&out, "x-missing-status").as_deref(), Some("1"));
     let logs = vm.take_logs();
     assert!(logs.iter().any(|r| r.message == "hello from wasi_unstable" && r.level == LogLevel::Info), "{logs:?}");
+}
+
+#[test]
+fn bodies_are_buffered_while_paused_and_rewritten_and_trailers_added() {
+    let host = host();
+    let (_vm, plugin) = start(&host, Services::new(), "body");
+    let http = plugin.http_context().unwrap();
+    assert_eq!(http.on_request_headers(request("/upload"), false).unwrap(), FilterAction::Continue);
+    assert_eq!(http.on_request_body(b"hello ", false).unwrap(), FilterAction::Pause);
+    assert_eq!(http.on_request_body(b"world", true).unwrap(), FilterAction::Continue);
+    assert_eq!(http.take_request_body().unwrap(), b"HELLO WORLD");
+    assert_eq!(
+        http.on_response_headers([(":status", "200")].into_iter().collect(), false).unwrap(),
+        FilterAction::Continue
+    );
+    assert_eq!(http.on_response_body(b"part1", false).unwrap(), FilterAction::Continue);
+    assert_eq!(http.take_response_body().unwrap(), b"part1");
+    assert_eq!(http.on_response_body(b"part2", true).unwrap(), FilterAction::Continue);
+    assert_eq!(http.take_response_body().unwrap(), b"part2\n-- filtered");
+
+    // With trailers: the trailers callback can add one.
+    let http = plugin.http_context().unwrap();
+    http.on_request_headers(request("/t"), false).unwrap();
+    assert_eq!(http.on_request_body(b"abc", false).unwrap(), FilterAction::Pause);
+    let trailers: HeaderMap = [("x-sum", "1")].into_iter().collect();
+    assert_eq!(http.on_request_trailers(trailers).unwrap(), FilterAction::Continue);
+    assert_eq!(header(&http.request_trailers().unwrap(), "x-body-length").as_deref(), Some("3"));
+}
+
+#[test]
+fn a_request_body_stream_is_piped_through_the_plugin() {
+    let host = host();
+    let (_vm, plugin) = start(&host, Services::new(), "body");
+    let runtime = bcv_core::handle::Runtime::global();
+    let http = plugin.http_context().unwrap();
+    http.on_request_headers(request("/stream"), false).unwrap();
+    let (writer, reader) = runtime.pipe(16).unwrap();
+    let output = http.filter_request_body(reader, Duration::from_secs(5)).unwrap();
+    let producer = std::thread::spawn(move || {
+        for part in ["streamed ", "body ", "data"] {
+            writer.write_blocking(part.as_bytes(), None).unwrap();
+        }
+        writer.finish().unwrap();
+    });
+    assert_eq!(&output.read_to_end_blocking().unwrap()[..], b"STREAMED BODY DATA");
+    producer.join().unwrap();
+
+    // A cut-short input never looks like a clean end of the filtered body.
+    let http = plugin.http_context().unwrap();
+    http.on_request_headers(request("/cut"), false).unwrap();
+    let (writer, reader) = runtime.pipe(16).unwrap();
+    let output = http.filter_request_body(reader, Duration::from_secs(5)).unwrap();
+    writer.write_blocking(b"partial", None).unwrap();
+    drop(writer);
+    assert!(output.read_to_end_blocking().is_err());
+}
+
+#[test]
+fn a_plugin_can_answer_locally_instead_of_forwarding() {
+    let host = host();
+    let (_vm, plugin) = start(&host, Services::new(), "deny");
+    let http = plugin.http_context().unwrap();
+    let mut headers = request("/secret");
+    headers.add("x-deny", "1");
+    match http.on_request_headers(headers, true).unwrap() {
+        FilterAction::LocalResponse(response) => {
+            assert_eq!(response.status, 403);
+            assert_eq!(response.body, b"denied");
+            assert_eq!(header(&response.headers, "x-denied-by").as_deref(), Some("bcv"));
+            assert_eq!(response.grpc_status, None);
+        }
+        other => panic!("expected a local response, got {other:?}"),
+    }
+    let http = plugin.http_context().unwrap();
+    assert_eq!(http.on_request_headers(request("/open"), true).unwrap(), FilterAction::Continue);
+}
+
+/// Services whose HTTP callouts are answered from another thread after a short delay.
+fn auth_services(status: &'static str, seen: Arc<Mutex<Vec<String>>>) -> Services {
+    Services::new().on_http_call(move |call| {
+        if call.upstream != "auth" {
+            return Err(CalloutRejected::UnknownUpstream);
+        }
+        seen.lock().unwrap().push(format!("{} {}", call.upstream, call.headers.get_str(":path").unwrap_or("")));
+        assert_eq!(call.timeout, Duration::from_secs(1));
+        let token = call.headers.get_str("x-token").unwrap_or("").to_string();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            let headers = [(":status", status)].into_iter().collect();
+            call.reply.respond(CalloutResponse {
+                headers,
+                body: format!("user-of-{token}").into_bytes(),
+                ..Default::default()
+            });
+        });
+        Ok(())
+    })
+}
+
+#[test]
+fn an_http_callout_pauses_the_request_until_its_response_resumes_it() {
+    let host = host();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (_vm, plugin) = start(&host, auth_services("200", seen.clone()), "callout");
+    let http = plugin.http_context().unwrap();
+    let mut headers = request("/private");
+    headers.add("authorization", "t0k3n");
+    assert_eq!(http.on_request_headers(headers, true).unwrap(), FilterAction::Pause);
+    assert_eq!(http.wait(StreamType::HttpRequest, Duration::from_secs(5)).unwrap(), FilterAction::Continue);
+    assert_eq!(header(&http.request_headers().unwrap(), "x-auth-body").as_deref(), Some("user-of-t0k3n"));
+    assert_eq!(*seen.lock().unwrap(), vec!["auth /check".to_string()]);
+
+    // A refusal from the upstream becomes the plugin's local 403.
+    let (_vm, plugin) = start(&host, auth_services("401", seen.clone()), "callout");
+    let http = plugin.http_context().unwrap();
+    assert_eq!(http.on_request_headers(request("/private"), true).unwrap(), FilterAction::Pause);
+    match http.wait(StreamType::HttpRequest, Duration::from_secs(5)).unwrap() {
+        FilterAction::LocalResponse(r) => assert_eq!((r.status, r.body.as_slice()), (403, &b"forbidden"[..])),
+        other => panic!("{other:?}"),
+    }
+
+    // An unknown upstream is refused at dispatch; an unanswered call fails after its timeout.
+    let (_vm, plugin) = start(&host, auth_services("200", seen.clone()), "callout upstream=nowhere");
+    let http = plugin.http_context().unwrap();
+    match http.on_request_headers(request("/"), true).unwrap() {
+        FilterAction::LocalResponse(r) => assert_eq!((r.status, r.body.as_slice()), (500, &b"dispatch failed"[..])),
+        other => panic!("{other:?}"),
+    }
+    let parked = Arc::new(Mutex::new(Vec::new()));
+    let keep = parked.clone();
+    let services = Services::new().on_http_call(move |call| {
+        keep.lock().unwrap().push(call.reply);
+        Ok(())
+    });
+    let (_vm, plugin) = start(&host, services, "callout");
+    let http = plugin.http_context().unwrap();
+    assert_eq!(http.on_request_headers(request("/"), true).unwrap(), FilterAction::Pause);
+    let started = Instant::now();
+    match http.wait(StreamType::HttpRequest, Duration::from_secs(5)).unwrap() {
+        FilterAction::LocalResponse(r) => assert_eq!(r.status, 503),
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() >= Duration::from_millis(900), "the call failed before its 1 s timeout");
+    // A reply after the timeout is ignored.
+    parked.lock().unwrap().pop().unwrap().respond(CalloutResponse::default());
+}
+
+#[test]
+fn a_grpc_callout_delivers_its_message_or_its_status() {
+    let host = host();
+    let services = Services::new().on_grpc_call(|call| {
+        assert_eq!((call.service.as_str(), call.method.as_str()), ("svc.Echo", "Say"));
+        assert_eq!(call.initial_metadata.get_str("x-md"), Some("1"));
+        let status = if call.message == b"/fail" { 7 } else { 0 };
+        let message = [b"echo:".as_slice(), &call.message].concat();
+        call.reply.respond_grpc(GrpcResponse { status, message, ..Default::default() });
+        Ok(())
+    });
+    let (_vm, plugin) = start(&host, services, "grpc");
+    let http = plugin.http_context().unwrap();
+    assert_eq!(http.on_request_headers(request("/hi"), true).unwrap(), FilterAction::Pause);
+    assert_eq!(http.wait(StreamType::HttpRequest, Duration::from_secs(5)).unwrap(), FilterAction::Continue);
+    assert_eq!(header(&http.request_headers().unwrap(), "x-grpc-reply").as_deref(), Some("echo:/hi"));
+    let http = plugin.http_context().unwrap();
+    http.on_request_headers(request("/fail"), true).unwrap();
+    match http.wait(StreamType::HttpRequest, Duration::from_secs(5)).unwrap() {
+        FilterAction::LocalResponse(r) => assert_eq!((r.status, r.body.as_slice()), (502, &b"grpc status 7"[..])),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn two_plugins_in_one_vm_share_a_queue_and_the_registrant_is_notified() {
+    let host = host();
+    let module = testkit(&host);
+    let vm = Vm::start(&host, &module, VmConfig { vm_id: "shared-vm".into(), ..Default::default() }).unwrap();
+    let consumer = vm.add_plugin(plugin_config("consumer", "queue-consumer")).unwrap();
+    let producer = vm.add_plugin(plugin_config("producer", "queue-producer")).unwrap();
+    for path in ["/a", "/b", "/c"] {
+        let http = producer.http_context().unwrap();
+        http.on_request_headers(request(path), true).unwrap();
+        assert_eq!(header(&http.request_headers().unwrap(), "x-queue").as_deref(), Some("enqueued"));
+    }
+    // The embedder can enqueue too.
+    host.enqueue("shared-vm", "events", b"/from-host").unwrap();
+    wait_for("the consumer", Duration::from_secs(5), || host.metric("consumed_total").is_some_and(|m| m.value == 4));
+    assert_eq!(host.shared_data("shared-vm", b"consumed").unwrap().value, b"/a;/b;/c;/from-host;");
+    let logs = logs_text(&vm);
+    assert!(logs.contains(&"consumed: /b".to_string()), "{logs:?}");
+    assert_eq!(host.queue_len("shared-vm", "events"), Some(0));
+    drop(consumer);
+    // A VM with another id does not see the queue.
+    let other = Vm::start(&host, &module, VmConfig { vm_id: "other".into(), ..Default::default() }).unwrap();
+    let lonely = other.add_plugin(plugin_config("p", "queue-producer")).unwrap();
+    let http = lonely.http_context().unwrap();
+    http.on_request_headers(request("/x"), true).unwrap();
+    assert_eq!(header(&http.request_headers().unwrap(), "x-queue").as_deref(), Some("missing"));
+}
+
+#[test]
+fn a_cas_conflict_on_shared_data_is_reported_and_retried() {
+    let host = host();
+    let writer = host.clone();
+    let services = Services::new().foreign_function("cas_hook", move |_args| {
+        // Another writer changes the key between the plugin's read and its conditional write.
+        let current = writer.shared_data("test", b"counter").map(|v| v.value).unwrap_or_default();
+        let value: u64 = String::from_utf8_lossy(&current).parse().unwrap_or(0);
+        writer.set_shared_data("test", b"counter", (value + 100).to_string().as_bytes(), 0).unwrap();
+        Ok(Vec::new())
+    });
+    let (_vm, plugin) = start(&host, services, "cas");
+    let http = plugin.http_context().unwrap();
+    http.on_request_headers(request("/1"), true).unwrap();
+    let out = http.request_headers().unwrap();
+    assert_eq!(header(&out, "x-cas").as_deref(), Some("ok"));
+    assert_eq!(header(&out, "x-counter").as_deref(), Some("1"));
+    let http = plugin.http_context().unwrap();
+    let mut headers = request("/2");
+    headers.add("x-hook", "1");
+    http.on_request_headers(headers, true).unwrap();
+    let out = http.request_headers().unwrap();
+    assert_eq!(header(&out, "x-cas").as_deref(), Some("mismatch"));
+    assert_eq!(header(&out, "x-cas-retry").as_deref(), Some("ok"));
+    assert_eq!(header(&out, "x-counter").as_deref(), Some("102"));
+    let stored = host.shared_data("test", b"counter").unwrap();
+    assert_eq!(stored.value, b"102");
+    assert_eq!(
+        host.set_shared_data("test", b"counter", b"0", stored.cas + 1),
+        Err(bcv_core::proxy::Status::CasMismatch)
+    );
+}
+
+#[test]
+fn a_service_plugin_ticks_and_makes_callouts_in_the_background() {
+    let host = host();
+    let services = Services::new().on_http_call(|call| {
+        assert_eq!(call.headers.get_str(":path"), Some("/tick"));
+        call.reply.respond(CalloutResponse {
+            headers: [(":status", "200")].into_iter().collect(),
+            body: b"from-upstream".to_vec(),
+            ..Default::default()
+        });
+        Ok(())
+    });
+    let (vm, _plugin) = start(&host, services, "tick period_ms=5 stop_after=3 callout=svc");
+    wait_for("three ticks", Duration::from_secs(5), || host.metric("ticks_total").is_some_and(|m| m.value == 3));
+    wait_for("the tick's callout", Duration::from_secs(5), || host.shared_data("test", b"tick_callout").is_some());
+    assert_eq!(host.shared_data("test", b"tick_callout").unwrap().value, b"from-upstream");
+    // The timer stopped itself after three ticks.
+    std::thread::sleep(Duration::from_millis(60));
+    assert_eq!(host.metric("ticks_total").unwrap().value, 3);
+    assert!(vm.failure().is_none());
+}
+
+#[test]
+fn metrics_are_defined_recorded_and_readable() {
+    let host = host();
+    let (_vm, plugin) = start(&host, Services::new(), "metrics");
+    for (i, path) in ["/a", "/bbbb", "/cc"].into_iter().enumerate() {
+        let http = plugin.http_context().unwrap();
+        http.on_request_headers(request(path), true).unwrap();
+        assert_eq!(header(&http.request_headers().unwrap(), "x-counter-value"), Some((i + 1).to_string()));
+    }
+    let counter = host.metric("m_counter").unwrap();
+    assert_eq!((counter.kind, counter.value), (MetricType::Counter, 3));
+    let gauge = host.metric("m_gauge").unwrap();
+    assert_eq!((gauge.kind, gauge.value), (MetricType::Gauge, 4));
+    let hist = host.metric("m_hist").unwrap();
+    assert_eq!((hist.kind, hist.value, hist.sum, hist.min, hist.max), (MetricType::Histogram, 3, 10, 2, 5));
+}
+
+#[test]
+fn foreign_functions_and_properties_reach_the_embedder() {
+    let host = host();
+    let services = Services::new()
+        .foreign_function("reverse", |args| Ok(args.iter().rev().copied().collect()))
+        .on_property(|request| (request.path == [b"missing".as_slice()]).then(Vec::new).filter(|_| false));
+    let (_vm, plugin) = start(&host, services, "foreign");
+    let http = plugin.http_context().unwrap();
+    http.on_request_headers(request("/abc"), true).unwrap();
+    assert_eq!(header(&http.request_headers().unwrap(), "x-foreign").as_deref(), Some("cba/"));
+    // Not registered: NOT_FOUND reaches the plugin.
+    let (_vm, plugin) = start(&host, Services::new(), "foreign");
+    let http = plugin.http_context().unwrap();
+    http.on_request_headers(request("/abc"), true).unwrap();
+    assert_eq!(header(&http.request_headers().unwrap(), "x-foreign").as_deref(), Some("not-found"));
+    // A failing function is INTERNAL_FAILURE.
+    let services = Services::new().foreign_function("reverse", |_| Err(ForeignError::Failed("nope".into())));
+    let (_vm, plugin) = start(&host, services, "foreign");
+    let http = plugin.http_context().unwrap();
+    http.on_request_headers(request("/abc"), true).unwrap();
+    assert_eq!(header(&http.request_headers().unwrap(), "x-foreign").as_deref(), Some("error"));
+    // The embedder calls into the plugin's proxy_on_foreign_function.
+    let (vm, plugin) = start(&host, Services::new(), "headers");
+    plugin.call_foreign_function(7, b"args!").unwrap();
+    assert!(logs_text(&vm).iter().any(|l| l == "foreign_function: 7 5"));
+
+    let services = Services::new().on_property(|request| {
+        (request.path == [b"source".as_slice(), b"address".as_slice()]).then(|| b"10.0.0.1:5555".to_vec())
+    });
+    let (_vm, plugin) = start(&host, services, "properties");
+    let http = plugin.http_context().unwrap();
+    http.on_request_headers(request("/p?q=1"), true).unwrap();
+    let out = http.request_headers().unwrap();
+    assert_eq!(header(&out, "x-prop-path").as_deref(), Some("/p?q=1"));
+    assert_eq!(header(&out, "x-plugin-name").as_deref(), Some("properties"));
+    assert_eq!(header(&out, "x-prop-seen").as_deref(), Some("yes"));
+    assert_eq!(header(&out, "x-prop-missing").as_deref(), Some("none"));
+    assert_eq!(http.property("bcv.seen").unwrap().as_deref(), Some(&b"yes"[..]));
+    assert_eq!(http.property("request.url_path").unwrap().as_deref(), Some(&b"/p"[..]));
+    assert_eq!(http.property("source.address").unwrap().as_deref(), Some(&b"10.0.0.1:5555"[..]));
+}
+
+#[test]
+fn a_tcp_filter_rewrites_both_directions_and_can_close() {
+    let host = host();
+    let (vm, plugin) = start(&host, Services::new(), "tcp");
+    let tcp = plugin.tcp_context().unwrap();
+    assert_eq!(tcp.on_new_connection().unwrap(), FilterAction::Continue);
+    assert_eq!(tcp.on_downstream_data(b"hello", false).unwrap(), FilterAction::Continue);
+    assert_eq!(tcp.take_downstream_data().unwrap(), b"HELLO");
+    assert_eq!(tcp.on_upstream_data(b"reply", false).unwrap(), FilterAction::Continue);
+    assert_eq!(tcp.take_upstream_data().unwrap(), b"[up]reply");
+    assert_eq!(host.metric("tcp_bytes").unwrap().value, 5);
+    tcp.on_downstream_close(PeerType::Remote).unwrap();
+    assert!(tcp.finish().unwrap());
+    let logs = logs_text(&vm);
+    assert!(logs.iter().any(|l| l.starts_with("downstream closed")), "{logs:?}");
+    assert!(logs.contains(&"tcp log".to_string()));
+
+    let tcp = plugin.tcp_context().unwrap();
+    tcp.on_new_connection().unwrap();
+    assert_eq!(tcp.on_downstream_data(b"please BLOCK me", false).unwrap(), FilterAction::Close);
+}
+
+#[test]
+fn on_done_false_defers_log_and_delete_until_proxy_done() {
+    let host = host();
+    let (vm, plugin) = start(&host, Services::new(), "done-later");
+    let http = plugin.http_context().unwrap();
+    http.on_request_headers(request("/later"), true).unwrap();
+    assert!(!http.finish().unwrap());
+    wait_for("the deferred proxy_done", Duration::from_secs(5), || {
+        vm.take_logs().iter().any(|r| r.message == "log: deferred")
+    });
+    assert_eq!(vm.context_count(), 1, "only the root context is left");
+}
+
+#[test]
+fn the_guest_sees_its_own_environment_clock_and_stdio() {
+    let host = host();
+    let module = testkit(&host);
+    let config = VmConfig { environment: vec![("BCV_PLUGIN_ENV".into(), "from-vm".into())], ..Default::default() };
+    let vm = Vm::start(&host, &module, config).unwrap();
+    let plugin = vm.add_plugin(plugin_config("env", "env")).unwrap();
+    let http = plugin.http_context().unwrap();
+    http.on_request_headers(request("/"), true).unwrap();
+    let out = http.request_headers().unwrap();
+    assert_eq!(header(&out, "x-env").as_deref(), Some("from-vm"));
+    assert_eq!(header(&out, "x-home").as_deref(), Some("absent"));
+    assert_eq!(header(&out, "x-time-ok").as_deref(), Some("yes"));
+    let logs = vm.take_logs();
+    assert!(logs.iter().any(|r| r.message == "stdout from plugin" && r.level == LogLevel::Info));
+    assert!(logs.iter().any(|r| r.message == "stderr from plugin" && r.level == LogLevel::Error));
 }

@@ -730,12 +730,15 @@ fn run_timers(core: &mut VmCore, next_tick: &mut HashMap<u32, Instant>) -> Durat
     wake.saturating_duration_since(Instant::now())
 }
 
-/// Used by contexts: the flow of `stream` after a callback returned `action`.
+/// Used by contexts: the flow of `stream` after a callback returned Pause (`paused`) or Continue. A later
+/// callback that continues (with more data buffered) resumes a stream an earlier one paused.
 pub(crate) fn flow_after(core: &mut VmCore, context: u32, stream: StreamType, paused: bool) {
-    if let Some(ctx) = core.state().contexts.get_mut(&context)
-        && paused
-        && ctx.flows[stream.index()] == Flow::Open
-    {
-        ctx.flows[stream.index()] = Flow::Paused;
+    if let Some(ctx) = core.state().contexts.get_mut(&context) {
+        let flow = &mut ctx.flows[stream.index()];
+        match (*flow, paused) {
+            (Flow::Open, true) => *flow = Flow::Paused,
+            (Flow::Paused, false) => *flow = Flow::Open,
+            _ => {}
+        }
     }
 }

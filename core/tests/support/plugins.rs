@@ -44,3 +44,8 @@ pub fn plugin(name: &str) -> Vec<u8> {
     let path = dir.join(format!("{name}.wasm"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// A directory for the proxy host's precompiled-module cache, shared by the tests of one build.
+pub fn cache_dir() -> PathBuf {
+    target_dir().join("module-cache")
+}
