@@ -10,6 +10,9 @@ cargo fmt --all -- --check
 step "Rust: clippy"
 cargo clippy -q -p bcv-core -p bcv-ffi -p bcv-cli --all-targets -- -D warnings
 
+step "Rust: the wasm32-wasip1 target (the Proxy-Wasm tests compile their plugins from source)"
+rustup target add wasm32-wasip1
+
 step "Rust: tests (with Azurite and moto started by scripts/servers.sh)"
 source "$BCV_ROOT/scripts/servers.sh"
 bcv_start_azurite
@@ -31,3 +34,6 @@ cargo run -q --release -p bcv-cli -- quickstart-streams
 
 step "Rust: bcv bench vfs on Azurite (checks every result against plain SQLite; prints the figures)"
 bash "$BCV_ROOT/scripts/bench-vfs.sh"
+
+step "Rust: Proxy-Wasm benchmark (bcv vs plain wasmtime, pooled instantiation, memory per instance)"
+bash "$BCV_ROOT/scripts/bench-proxy.sh"

@@ -528,3 +528,191 @@ fn the_guest_sees_its_own_environment_clock_and_stdio() {
     assert!(logs.iter().any(|r| r.message == "stdout from plugin" && r.level == LogLevel::Info));
     assert!(logs.iter().any(|r| r.message == "stderr from plugin" && r.level == LogLevel::Error));
 }
+
+fn strict_host() -> ProxyHost {
+    let config = HostConfig {
+        module_cache_dir: Some(plugins::cache_dir()),
+        memory_limit: 16 << 20,
+        callback_deadline: Duration::from_millis(200),
+        ..Default::default()
+    };
+    ProxyHost::new(config).unwrap()
+}
+
+/// Runs one request of `mode` on a fresh VM; returns the action, the VM's failure and the plugin.
+fn hostile(host: &ProxyHost, mode: &str, fail_open: bool) -> (FilterAction, Option<FailReason>, Vm) {
+    let module = testkit(host);
+    let vm = Vm::start(host, &module, VmConfig::default()).unwrap();
+    let plugin = vm.add_plugin(PluginConfig { fail_open, ..plugin_config(mode, mode) }).unwrap();
+    let http = plugin.http_context().unwrap();
+    let action = http.on_request_headers(request("/"), true).unwrap();
+    (action, vm.failure(), vm)
+}
+
+#[test]
+fn an_infinite_loop_is_stopped_at_its_cpu_deadline_and_the_host_survives() {
+    let host = strict_host();
+    let started = Instant::now();
+    let (action, failure, vm) = hostile(&host, "loop", false);
+    assert_eq!(failure, Some(FailReason::CpuDeadline));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    match action {
+        FilterAction::LocalResponse(r) => {
+            assert_eq!(r.status, 503);
+            assert!(r.details.contains("exceeded its CPU deadline"), "{}", r.details);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(vm.take_logs().iter().any(|r| r.level == LogLevel::Critical && r.message.contains("vm failed")));
+    // Later calls on the failed VM follow the policy without running the guest.
+    let plugin_err = vm.add_plugin(plugin_config("more", "headers")).unwrap_err();
+    assert!(matches!(plugin_err, ProxyError::VmFailed { .. }), "{plugin_err}");
+    // The host still runs other VMs.
+    let (action, failure, _) = hostile(&host, "headers", false);
+    assert_eq!((action, failure), (FilterAction::Continue, None));
+}
+
+#[test]
+fn a_memory_bomb_hits_the_memory_cap_and_fails_only_its_vm() {
+    let host = strict_host();
+    let (action, failure, vm) = hostile(&host, "bomb", true);
+    assert_eq!(failure, Some(FailReason::MemoryLimit { limit: 16 << 20 }));
+    assert_eq!(action, FilterAction::Continue, "fail-open lets the request through");
+    assert!(vm.memory_size() <= 16 << 20);
+    let (action, failure, _) = hostile(&host, "headers", false);
+    assert_eq!((action, failure), (FilterAction::Continue, None));
+}
+
+#[test]
+fn a_panicking_plugin_fails_open_or_closed_by_its_policy() {
+    let host = host();
+    let (action, failure, _) = hostile(&host, "panic", false);
+    assert!(matches!(failure, Some(FailReason::Trap(ref m)) if m.contains("unreachable")), "{failure:?}");
+    assert!(matches!(action, FilterAction::LocalResponse(ref r) if r.status == 503), "{action:?}");
+    let (action, _, vm) = hostile(&host, "panic", true);
+    assert_eq!(action, FilterAction::Continue);
+    assert!(vm.take_logs().iter().any(|r| r.message.contains("testkit panic on purpose")));
+}
+
+#[test]
+fn out_of_bounds_pointers_get_invalid_memory_access_not_a_crash() {
+    let host = host();
+    let (action, failure, vm) = hostile(&host, "oob", false);
+    assert_eq!((action, failure), (FilterAction::Continue, None));
+    let module = testkit(&host);
+    drop(vm);
+    let vm = Vm::start(&host, &module, VmConfig::default()).unwrap();
+    let plugin = vm.add_plugin(plugin_config("oob", "oob")).unwrap();
+    let http = plugin.http_context().unwrap();
+    http.on_request_headers(request("/"), true).unwrap();
+    assert_eq!(header(&http.request_headers().unwrap(), "x-oob").as_deref(), Some("6,6,6"));
+}
+
+#[test]
+fn the_guest_allocator_may_only_log_and_a_trap_inside_it_is_reported() {
+    let host = host();
+    let module = host.load_module("hostile_alloc", &plugins::plugin("hostile_alloc")).unwrap();
+    // Configuration size selects the allocator's behaviour: 1 traps, 2 calls proxy_done, 3 logs.
+    let vm = Vm::start(&host, &module, VmConfig::default()).unwrap();
+    let err = vm.add_plugin(plugin_config("trap", "1")).unwrap_err();
+    assert!(matches!(&err, ProxyError::PluginRejected { reason, .. } if reason.contains("unreachable")), "{err}");
+    let err = vm.add_plugin(plugin_config("done", "22")).unwrap_err();
+    assert!(err.to_string().contains("restricted_callback: proxy_done is not allowed during allocator"), "{err}");
+    assert!(vm.failure().is_none(), "the canary caught both; the real VM never ran them");
+    let plugin = vm.add_plugin(plugin_config("log", "333")).unwrap();
+    assert!(vm.take_logs().iter().any(|r| r.message == "in allocator"));
+    drop(plugin);
+}
+
+#[test]
+fn compiled_modules_are_cached_and_a_damaged_cache_entry_is_recompiled() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = HostConfig { module_cache_dir: Some(dir.path().to_path_buf()), ..Default::default() };
+    let wasm = plugins::plugin("legacy_v020");
+    let host = ProxyHost::new(config.clone()).unwrap();
+    assert!(!host.load_module("m", &wasm).unwrap().from_cache());
+    let host = ProxyHost::new(config.clone()).unwrap();
+    let cached = host.load_module("m", &wasm).unwrap();
+    assert!(cached.from_cache());
+    let vm = Vm::start(&host, &cached, VmConfig::default()).unwrap();
+    vm.add_plugin(plugin_config("p", "")).unwrap();
+    // Damage every cache file: it is detected, recompiled and rewritten.
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    assert!(!host.load_module("m", &wasm).unwrap().from_cache());
+    assert!(host.load_module("m", &wasm).unwrap().from_cache());
+}
+
+#[test]
+fn dropping_or_closing_handles_in_any_order_finishes_contexts() {
+    let host = host();
+    let (vm, plugin) = start(&host, Services::new(), "headers");
+    let http = plugin.http_context().unwrap();
+    http.on_request_headers(request("/dropped"), true).unwrap();
+    // Releasing the context finishes it on the reaper: on_done, on_log, on_delete.
+    drop(http);
+    wait_for("on_log of a dropped context", Duration::from_secs(5), || {
+        vm.take_logs().iter().any(|r| r.message.starts_with("log: /dropped"))
+    });
+    // Closing the VM closes its plugins and contexts; later calls are refused.
+    let http = plugin.http_context().unwrap();
+    vm.node().close();
+    assert!(matches!(http.on_request_headers(request("/"), true), Err(ProxyError::Closed(_))));
+    // Releasing the VM before its plugin and context is fine.
+    let (vm, plugin) = start(&host, Services::new(), "headers");
+    let http = plugin.http_context().unwrap();
+    drop(vm);
+    drop(plugin);
+    assert_eq!(http.on_request_headers(request("/late"), true).unwrap(), FilterAction::Continue);
+}
+
+#[test]
+fn a_callback_that_calls_back_into_its_own_vm_is_refused_not_deadlocked() {
+    let host = host();
+    let slot: Arc<Mutex<Option<bcv_core::proxy::HttpContext>>> = Arc::new(Mutex::new(None));
+    let inner = slot.clone();
+    let services = Services::new().foreign_function("reverse", move |_| {
+        let ctx = inner.lock().unwrap().clone().expect("context");
+        match ctx.request_headers() {
+            Err(ProxyError::Reentrant { .. }) => Ok(b"refused".to_vec()),
+            other => Err(ForeignError::Failed(format!("{other:?}"))),
+        }
+    });
+    let (_vm, plugin) = start(&host, services, "foreign");
+    let http = plugin.http_context().unwrap();
+    *slot.lock().unwrap() = Some(http.clone());
+    http.on_request_headers(request("/"), true).unwrap();
+    assert_eq!(header(&http.request_headers().unwrap(), "x-foreign").as_deref(), Some("refused"));
+    slot.lock().unwrap().take();
+}
+
+#[test]
+fn many_vms_run_on_threads_and_share_data_by_vm_id() {
+    let host = host();
+    let module = testkit(&host);
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (host, module) = (host.clone(), module.clone());
+            std::thread::spawn(move || {
+                let vm = Vm::start(&host, &module, VmConfig { vm_id: "pool".into(), ..Default::default() }).unwrap();
+                let plugin = vm.add_plugin(plugin_config("cas", "cas")).unwrap();
+                for i in 0..25 {
+                    let http = plugin.http_context().unwrap();
+                    http.on_request_headers(request(&format!("/{i}")), true).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // Every increment went through a CAS (retried once on conflict); none was lost unless both tries
+    // conflicted, which the plugin reports as mismatch.
+    let value: u64 = String::from_utf8(host.shared_data("pool", b"counter").unwrap().value).unwrap().parse().unwrap();
+    assert!((90..=100).contains(&value), "counter {value}");
+}

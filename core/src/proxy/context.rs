@@ -6,6 +6,7 @@
 //! continues it (typically from a callout response), replies locally, or closes it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::error::{ProxyError, ProxyResult};
@@ -44,10 +45,14 @@ fn failed_response(plugin: &PluginInner, reason: &str) -> LocalResponse {
 struct ContextHooks {
     plugin: Arc<PluginInner>,
     id: u32,
+    finished: Arc<AtomicBool>,
 }
 
 impl NodeHooks for ContextHooks {
     fn on_teardown(&self) {
+        if self.finished.load(Ordering::Acquire) {
+            return;
+        }
         if let Ok(mut core) = self.plugin.vm.lock() {
             core.finish_context(self.id);
             self.plugin.vm.settle(&mut core);
@@ -59,6 +64,8 @@ impl NodeHooks for ContextHooks {
 struct ContextBase {
     plugin: Arc<PluginInner>,
     id: u32,
+    /// Set once the context is gone from the VM, so teardown need not lock it.
+    finished: Arc<AtomicBool>,
     resource: TaskResource,
     kind: &'static str,
 }
@@ -79,7 +86,8 @@ impl ContextBase {
         let _ = core.call(&create, id, (id as i32, inner.identity.root_context as i32));
         vm.settle(&mut core);
         drop(core);
-        let hooks = ContextHooks { plugin: inner.clone(), id };
+        let finished = Arc::new(AtomicBool::new(false));
+        let hooks = ContextHooks { plugin: inner.clone(), id, finished: finished.clone() };
         let (resource, node) = TaskResource::create_with(
             &vm.shared.host.runtime,
             label,
@@ -87,7 +95,7 @@ impl ContextBase {
             Some(Box::new(hooks)),
         )
         .map_err(ProxyError::Closed)?;
-        Ok((ContextBase { plugin: inner, id, resource, kind: name }, node))
+        Ok((ContextBase { plugin: inner, id, finished, resource, kind: name }, node))
     }
 
     fn name(&self) -> String {
@@ -186,6 +194,7 @@ impl ContextBase {
         let mut core = vm.lock()?;
         let gone = core.finish_context(self.id);
         vm.settle(&mut core);
+        self.finished.store(gone, Ordering::Release);
         Ok(gone)
     }
 

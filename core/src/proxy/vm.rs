@@ -50,6 +50,27 @@ pub(crate) struct VmShared {
     pub events: Sender<Event>,
     pub host: Arc<HostInner>,
     pub environment: Vec<(String, String)>,
+    /// The driver's receiving end until the driver thread starts (lazily: many VMs never need one).
+    pub driver: Mutex<Option<Receiver<Event>>>,
+    pub owner: std::sync::OnceLock<Weak<VmInner>>,
+}
+
+impl VmShared {
+    /// Starts the driver thread if it is not running. Called by the host functions that create work
+    /// for it (timers, callouts, gRPC streams, queue registrations).
+    pub(crate) fn ensure_driver(&self) {
+        let mut pending = self.driver.lock().unwrap_or_else(|p| p.into_inner());
+        let (Some(owner), true) = (self.owner.get(), pending.is_some()) else { return };
+        let (Some(receiver), weak) = (pending.take(), owner.clone()) else { return };
+        let name = format!("bcv-proxy-vm-{}", self.id);
+        if let Err(e) = std::thread::Builder::new().name(name).spawn(move || drive(weak, receiver)) {
+            tracing::error!(target: "bcv::proxy", vm = %self.id, "cannot start the VM driver thread: {e}");
+        }
+    }
+
+    fn driver_started(&self) -> bool {
+        self.driver.lock().unwrap_or_else(|p| p.into_inner()).is_none()
+    }
 }
 
 /// How to start a VM.
@@ -438,6 +459,8 @@ impl Vm {
             events,
             host: host.inner.clone(),
             environment: config.environment,
+            driver: Mutex::new(Some(receiver)),
+            owner: std::sync::OnceLock::new(),
         });
         let serial = NEXT_SERIAL.fetch_add(1, Ordering::Relaxed);
         let mut core = instantiate(module, shared.clone(), false, serial)
@@ -452,11 +475,7 @@ impl Vm {
             resource,
             serial,
         });
-        let weak = Arc::downgrade(&inner);
-        std::thread::Builder::new()
-            .name(format!("bcv-proxy-vm-{serial}"))
-            .spawn(move || drive(weak, receiver))
-            .map_err(|e| ProxyError::VmStart { vm: inner.id.clone(), reason: format!("driver thread: {e}") })?;
+        let _ = inner.shared.owner.set(Arc::downgrade(&inner));
         Ok(Vm { inner, node })
     }
 
@@ -510,6 +529,9 @@ impl Vm {
     /// Waits until no tick, queue notification or callout response is being delivered and none is
     /// queued, up to `timeout`. For tests and orderly shutdown.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
+        if !self.inner.shared.driver_started() {
+            return true;
+        }
         let (tx, rx) = channel();
         let _ = self.inner.shared.events.send(Event::Callout { id: 0, result: CalloutResult::Flush(tx) });
         rx.recv_timeout(timeout).is_ok()

@@ -119,6 +119,7 @@ fn proxy_set_tick_period_milliseconds(mut c: C<'_>, period: i32) -> R {
         None => return Ok(Status::BadArgument.code()),
     };
     state.ticks.insert(root, Duration::from_millis(period as u32 as u64));
+    state.vm.ensure_driver();
     let _ = state.vm.events.send(Event::Wake);
     Ok(Status::Ok.code())
 }
@@ -450,6 +451,7 @@ fn register_callout(state: &mut HostState, timeout_ms: i32, grpc: bool) -> (u32,
     let id = state.allocate_call_id();
     let deadline = Instant::now() + Duration::from_millis(timeout_ms.max(0) as u64);
     state.callouts.insert(id, PendingCallout { context: state.effective, deadline, grpc });
+    state.vm.ensure_driver();
     let _ = state.vm.events.send(Event::Wake);
     (id, CalloutReply { call_id: id, grpc, events: Some(state.vm.events.clone()) })
 }
@@ -616,6 +618,7 @@ fn proxy_grpc_stream(
     }
     let Some(handler) = state.vm.services.grpc_stream.clone() else { return Ok(Status::ParseFailure.code()) };
     let id = state.allocate_call_id();
+    state.vm.ensure_driver();
     let peer = GrpcStreamPeer { stream_id: id, events: state.vm.events.clone() };
     let plugin = state.plugin_name(state.effective);
     let open = GrpcStreamOpen { stream_id: id, upstream, service, method, initial_metadata, plugin, peer };
@@ -731,6 +734,9 @@ fn proxy_register_shared_queue(mut c: C<'_>, name_ptr: i32, name_len: i32, id_ou
     };
     let state = c.data();
     let root = state.contexts.get(&state.effective).map(|ctx| ctx.plugin.root_context).unwrap_or(state.effective);
+    if !state.canary {
+        state.vm.ensure_driver();
+    }
     let registrant = (!state.canary).then(|| (root, state.vm.events.clone()));
     let id = state.vm.host.shared.register_queue(&state.vm.id, &name, registrant);
     Ok(status(write_u32(&mut c, id_out, id)))
