@@ -21,7 +21,7 @@
 /**
  * The version of this C ABI. It changes whenever a signature or a constant changes incompatibly.
  */
-#define BCV_ABI_VERSION 3
+#define BCV_ABI_VERSION 4
 
 /**
  * Close reasons (stable values, see LIFETIMES.md §1).
@@ -171,10 +171,186 @@
 #define BCV_JOB_CANCELLED 3
 
 /**
+ * Action: pass the (possibly changed) headers or data on.
+ */
+#define BCV_PROXY_CONTINUE 0
+
+/**
+ * Action: hold the stream; buffer what arrives and wait (`bcv_proxy_http_wait`) for the plugin.
+ */
+#define BCV_PROXY_PAUSE 1
+
+/**
+ * Action: do not forward; answer the client with the local response instead (HTTP only).
+ */
+#define BCV_PROXY_LOCAL_RESPONSE 2
+
+/**
+ * Action: reset or close the stream.
+ */
+#define BCV_PROXY_CLOSE 3
+
+/**
+ * Stream: the HTTP request (headers, body, trailers) going upstream.
+ */
+#define BCV_PROXY_STREAM_REQUEST 0
+
+/**
+ * Stream: the HTTP response coming back.
+ */
+#define BCV_PROXY_STREAM_RESPONSE 1
+
+/**
+ * Stream: data from the downstream (client) peer of a TCP connection.
+ */
+#define BCV_PROXY_STREAM_DOWNSTREAM 2
+
+/**
+ * Stream: data from the upstream (server) peer of a TCP connection.
+ */
+#define BCV_PROXY_STREAM_UPSTREAM 3
+
+/**
+ * Which side closed a TCP connection: not known.
+ */
+#define BCV_PROXY_PEER_UNKNOWN 0
+
+/**
+ * This proxy closed it.
+ */
+#define BCV_PROXY_PEER_LOCAL 1
+
+/**
+ * The remote peer closed it.
+ */
+#define BCV_PROXY_PEER_REMOTE 2
+
+/**
+ * Module ABI version (`bcv_proxy_module_info`): proxy_abi_version_0_1_0.
+ */
+#define BCV_PROXY_ABI_0_1_0 100
+
+/**
+ * proxy_abi_version_0_2_0.
+ */
+#define BCV_PROXY_ABI_0_2_0 200
+
+/**
+ * proxy_abi_version_0_2_1.
+ */
+#define BCV_PROXY_ABI_0_2_1 201
+
+/**
+ * Log level of a plugin's log record: tracing detail.
+ */
+#define BCV_PROXY_LOG_TRACE 0
+
+/**
+ * Debugging detail.
+ */
+#define BCV_PROXY_LOG_DEBUG 1
+
+/**
+ * Normal operation (WASI stdout lines too).
+ */
+#define BCV_PROXY_LOG_INFO 2
+
+/**
+ * Something unexpected that the plugin handled.
+ */
+#define BCV_PROXY_LOG_WARN 3
+
+/**
+ * An error (WASI stderr lines too).
+ */
+#define BCV_PROXY_LOG_ERROR 4
+
+/**
+ * A failure the plugin cannot continue from (also the host's "vm failed" record).
+ */
+#define BCV_PROXY_LOG_CRITICAL 5
+
+/**
+ * Metric kind: a monotonically increasing count.
+ */
+#define BCV_PROXY_METRIC_COUNTER 0
+
+/**
+ * A value that goes up and down.
+ */
+#define BCV_PROXY_METRIC_GAUGE 1
+
+/**
+ * A distribution of recorded values.
+ */
+#define BCV_PROXY_METRIC_HISTOGRAM 2
+
+/**
+ * Callout kind: an HTTP call (`proxy_http_call`); answer it with `bcv_proxy_callout_respond`.
+ */
+#define BCV_PROXY_CALLOUT_HTTP 0
+
+/**
+ * A gRPC unary call (`proxy_grpc_call`); answer it with `bcv_proxy_callout_respond_grpc`.
+ */
+#define BCV_PROXY_CALLOUT_GRPC 1
+
+/**
+ * Why a VM failed (`bcv_proxy_vm_failure`): it has not failed.
+ */
+#define BCV_PROXY_FAIL_NONE 0
+
+/**
+ * The guest trapped (a Rust SDK panic is an `unreachable` trap).
+ */
+#define BCV_PROXY_FAIL_TRAP 1
+
+/**
+ * A callback ran past its CPU deadline.
+ */
+#define BCV_PROXY_FAIL_CPU_DEADLINE 2
+
+/**
+ * The guest asked for more memory than the cap allows and then trapped.
+ */
+#define BCV_PROXY_FAIL_MEMORY_LIMIT 3
+
+/**
+ * A host function other than logging and WASI was called during start or inside the allocator.
+ */
+#define BCV_PROXY_FAIL_RESTRICTED_HOSTCALL 4
+
+/**
+ * The guest called WASI `proc_exit`.
+ */
+#define BCV_PROXY_FAIL_PROC_EXIT 5
+
+/**
+ * The guest's allocator returned 0 or a buffer outside its memory.
+ */
+#define BCV_PROXY_FAIL_ALLOCATOR 6
+
+/**
+ * `on_vm_start` returned false.
+ */
+#define BCV_PROXY_FAIL_VM_START_REFUSED 7
+
+/**
+ * Another failure of the host while running the guest.
+ */
+#define BCV_PROXY_FAIL_INTERNAL 8
+
+/**
  * Where a credentials callback puts its answer. Opaque; valid only during the callback. Fill it with
  * `bcv_auth_answer_set` or `bcv_auth_answer_set_aws`, or explain a refusal with `bcv_auth_answer_refuse`.
  */
 typedef struct bcv_auth_answer_t bcv_auth_answer_t;
+
+/**
+ * Where a property or foreign-function callback puts its answer. Opaque; valid only during the callback.
+ * Fill it with `bcv_proxy_reply_set` (and, for a failing foreign function, `bcv_proxy_reply_set_error`).
+ */
+typedef struct bcv_proxy_reply_t bcv_proxy_reply_t;
 
 /**
  * Where a store callback puts its result. Opaque; valid only during the callback. The setters copy what
@@ -784,6 +960,435 @@ typedef struct bcv_prefetch_report_t {
 } bcv_prefetch_report_t;
 
 /**
+ * One header (or name/value pair) as raw bytes. Passed to bcv: borrowed for the call. Returned by bcv
+ * (inside a `bcv_proxy_headers_t`): owned by that list, and each of `name` and `value` is followed by a NUL
+ * byte not counted in its length, so it can be printed as a C string.
+ */
+typedef struct bcv_proxy_header_t {
+    /**
+     * The name (may be NULL when `name_len` is 0).
+     */
+    const uint8_t *name;
+    /**
+     * Bytes of `name`.
+     */
+    size_t name_len;
+    /**
+     * The value (may be NULL when `value_len` is 0).
+     */
+    const uint8_t *value;
+    /**
+     * Bytes of `value`.
+     */
+    size_t value_len;
+} bcv_proxy_header_t;
+
+/**
+ * A list of headers returned by bcv, in order. Free it with `bcv_proxy_headers_free`.
+ */
+typedef struct bcv_proxy_headers_t {
+    /**
+     * The headers (NULL when `count` is 0).
+     */
+    struct bcv_proxy_header_t *headers;
+    /**
+     * Number of headers.
+     */
+    size_t count;
+} bcv_proxy_headers_t;
+
+/**
+ * A local response (`proxy_send_local_response`, or the 503 of a fail-closed plugin whose VM failed).
+ * Filled by bcv; free it with `bcv_proxy_local_response_free`.
+ */
+typedef struct bcv_proxy_local_response_t {
+    /**
+     * HTTP status code (0 in an empty struct).
+     */
+    uint32_t status;
+    /**
+     * True when the reply is a gRPC one; then `grpc_status` is its status.
+     */
+    bool has_grpc_status;
+    /**
+     * The gRPC status (when `has_grpc_status`).
+     */
+    int32_t grpc_status;
+    /**
+     * Details text for logs, not sent to the client (NUL-terminated; NULL in an empty struct).
+     */
+    char *details;
+    /**
+     * The response body.
+     */
+    struct bcv_bytes_t body;
+    /**
+     * Extra response headers.
+     */
+    struct bcv_proxy_headers_t headers;
+} bcv_proxy_local_response_t;
+
+/**
+ * One log record of a plugin. Given to the log callback (borrowed for the call) or returned by
+ * `bcv_proxy_vm_take_logs` (owned by the list). Each text is NUL-terminated; its length does not count the
+ * NUL.
+ */
+typedef struct bcv_proxy_log_record_t {
+    /**
+     * `BCV_PROXY_LOG_*`.
+     */
+    uint32_t level;
+    /**
+     * The context that logged (0 during VM start).
+     */
+    uint32_t context_id;
+    /**
+     * The VM's id.
+     */
+    const char *vm_id;
+    /**
+     * Bytes of `vm_id`.
+     */
+    size_t vm_id_len;
+    /**
+     * The plugin's name (empty during VM start, before any plugin exists).
+     */
+    const char *plugin;
+    /**
+     * Bytes of `plugin`.
+     */
+    size_t plugin_len;
+    /**
+     * The message (WASI stdout/stderr lines arrive as INFO/ERROR records).
+     */
+    const char *message;
+    /**
+     * Bytes of `message`.
+     */
+    size_t message_len;
+} bcv_proxy_log_record_t;
+
+/**
+ * Log records returned by `bcv_proxy_vm_take_logs`, oldest first. Free with `bcv_proxy_logs_free`.
+ */
+typedef struct bcv_proxy_logs_t {
+    /**
+     * The records (NULL when `count` is 0).
+     */
+    struct bcv_proxy_log_record_t *records;
+    /**
+     * Number of records.
+     */
+    size_t count;
+} bcv_proxy_logs_t;
+
+/**
+ * Limits and engine settings of a host. Initialise it with `bcv_proxy_host_config_init`. The string is
+ * borrowed for the `bcv_proxy_host_new` call.
+ */
+typedef struct bcv_proxy_host_config_t {
+    /**
+     * Most linear memory one VM may have, in bytes (at least 64 KiB). Default 64 MiB.
+     */
+    uint64_t memory_limit;
+    /**
+     * Most CPU time one callback may take, in milliseconds; a callback running longer fails its VM.
+     * Default 1000.
+     */
+    uint64_t callback_deadline_ms;
+    /**
+     * How often the CPU deadline is checked, in milliseconds (not 0). Default 2.
+     */
+    uint64_t epoch_tick_ms;
+    /**
+     * Use the pooling instance allocator: instantiation reuses pre-mapped slots, which reserves much virtual
+     * memory up front (`max_instances` slots of `memory_limit` plus guard regions). Turn it off under
+     * memory checkers and where address space is limited. Default true.
+     */
+    bool pooling;
+    /**
+     * Slots of the pool: most VMs (and plugin canaries) alive at once. Default 128.
+     */
+    uint32_t max_instances;
+    /**
+     * A directory for precompiled modules, or NULL (default) to compile at every load.
+     */
+    const char *module_cache_dir;
+    /**
+     * Most pairs in a header map a plugin hands the host. Default 1024.
+     */
+    size_t max_map_pairs;
+    /**
+     * Most bytes of a serialized header map a plugin hands the host. Default 1 MiB.
+     */
+    size_t max_map_bytes;
+    /**
+     * Most bytes one WASI `random_get` may ask for. Default 64 KiB.
+     */
+    size_t max_random_bytes;
+    /**
+     * Most items waiting in one shared queue. Default 10000.
+     */
+    size_t max_queue_items;
+    /**
+     * Most guest stack, in bytes. Default 512 KiB.
+     */
+    size_t max_wasm_stack;
+} bcv_proxy_host_config_t;
+
+/**
+ * A metric's current state (`bcv_proxy_host_metric`).
+ */
+typedef struct bcv_proxy_metric_t {
+    /**
+     * `BCV_PROXY_METRIC_*`.
+     */
+    uint32_t kind;
+    /**
+     * Counter or gauge value; for a histogram, the number of recorded values.
+     */
+    int64_t value;
+    /**
+     * Histogram only: the sum of recorded values.
+     */
+    int64_t sum;
+    /**
+     * Histogram only: the smallest recorded value (0 when none).
+     */
+    int64_t min;
+    /**
+     * Histogram only: the largest recorded value (0 when none).
+     */
+    int64_t max;
+} bcv_proxy_metric_t;
+
+/**
+ * Receives a callout a plugin made. `callout` is a new handle: when the callback returns `BCV_OK` it is the
+ * embedder's, to answer later from any thread (`bcv_proxy_callout_respond`, `_respond_grpc`, `_fail`) and
+ * to release (releasing it unanswered fails the call). Any other return refuses the call and bcv releases
+ * the handle: `BCV_E_NOT_FOUND` means an unknown upstream (the plugin sees BAD_ARGUMENT for HTTP,
+ * PARSE_FAILURE for gRPC), anything else INTERNAL_FAILURE. Runs on the thread running the plugin; it may
+ * call the `bcv_proxy_callout_*` functions and `bcv_release` on the callout (answering at once is fine),
+ * but nothing of the same VM (`BCV_E_WOULD_DEADLOCK`).
+ */
+typedef bcv_status_t (*bcv_proxy_callout_fn_t)(void *user_data, bcv_handle_t callout);
+
+/**
+ * Answers a property the VM's own tables do not have (`proxy_get_property`). `plugin` is the asking
+ * plugin's name and `context_id` its context; `path` holds `path_len` bytes: the segments separated by NUL
+ * bytes, as the ABI gives them (`"request\0path"`); all borrowed for the call. Return `BCV_OK` after
+ * `bcv_proxy_reply_set` (without it the value is empty), anything else for "no such property". Runs on
+ * the thread running the plugin; it may call only the `bcv_proxy_reply_*` functions.
+ */
+typedef bcv_status_t (*bcv_proxy_property_fn_t)(void *user_data,
+                                                const char *plugin,
+                                                uint32_t context_id,
+                                                const uint8_t *path,
+                                                size_t path_len,
+                                                struct bcv_proxy_reply_t *reply);
+
+/**
+ * A foreign function a plugin calls by name (`proxy_call_foreign_function`). `name` and the `args_len`
+ * bytes at `args` are borrowed for the call. Return `BCV_OK` with the result set by `bcv_proxy_reply_set`
+ * (none: empty), `BCV_E_NOT_FOUND` when it does not know the arguments (the plugin sees NOT_FOUND), or
+ * another status for a failure (INTERNAL_FAILURE; the VM logs the message of
+ * `bcv_proxy_reply_set_error`). Runs on the thread running the plugin; it may call only the
+ * `bcv_proxy_reply_*` functions.
+ */
+typedef bcv_status_t (*bcv_proxy_foreign_fn_t)(void *user_data,
+                                               const char *name,
+                                               const uint8_t *args,
+                                               size_t args_len,
+                                               struct bcv_proxy_reply_t *reply);
+
+/**
+ * A foreign function registered under a name (borrowed for the `bcv_proxy_vm_start` call; copied).
+ */
+typedef struct bcv_proxy_foreign_function_t {
+    /**
+     * The name plugins call it by, NUL-terminated.
+     */
+    const char *name;
+    /**
+     * The function.
+     */
+    bcv_proxy_foreign_fn_t function;
+} bcv_proxy_foreign_function_t;
+
+/**
+ * Receives every log record as it is written (`record` is borrowed for the call). The VM also keeps the
+ * most recent 4096 for `bcv_proxy_vm_take_logs`. Runs on the thread running the plugin; it may not call
+ * into bcv.
+ */
+typedef void (*bcv_proxy_log_fn_t)(void *user_data, const struct bcv_proxy_log_record_t *record);
+
+/**
+ * How to start a VM. Initialise it with `bcv_proxy_vm_config_init`. Strings and arrays are borrowed for
+ * the `bcv_proxy_vm_start` call (copied). Every callback is optional: without `http_call` / `grpc_call`
+ * the plugin's callouts are refused, without `property` unknown properties are not found, and logs are
+ * kept for `bcv_proxy_vm_take_logs` either way.
+ */
+typedef struct bcv_proxy_vm_config_t {
+    /**
+     * The VM id, NUL-terminated (NULL: ""): VMs with the same id share shared data and queues.
+     */
+    const char *vm_id;
+    /**
+     * The VM configuration, readable in `on_vm_start` (NULL when `configuration_len` is 0).
+     */
+    const uint8_t *configuration;
+    /**
+     * Bytes of `configuration`.
+     */
+    size_t configuration_len;
+    /**
+     * Environment variables the guest sees through WASI (UTF-8 name/value pairs; the process's own
+     * environment never leaks). NULL when `environment_count` is 0.
+     */
+    const struct bcv_proxy_header_t *environment;
+    /**
+     * Number of entries at `environment`.
+     */
+    size_t environment_count;
+    /**
+     * HTTP callouts.
+     */
+    bcv_proxy_callout_fn_t http_call;
+    /**
+     * gRPC unary callouts.
+     */
+    bcv_proxy_callout_fn_t grpc_call;
+    /**
+     * Property lookups.
+     */
+    bcv_proxy_property_fn_t property;
+    /**
+     * Foreign functions (NULL when `foreign_function_count` is 0); a later name replaces an earlier one.
+     */
+    const struct bcv_proxy_foreign_function_t *foreign_functions;
+    /**
+     * Number of entries at `foreign_functions`.
+     */
+    size_t foreign_function_count;
+    /**
+     * The log sink.
+     */
+    bcv_proxy_log_fn_t log;
+    /**
+     * Passed to every callback.
+     */
+    void *user_data;
+    /**
+     * Frees `user_data` (may be NULL). `bcv_proxy_vm_start` runs it exactly once: when the VM is gone (every
+     * handle of it, its plugins and contexts released or closed and its last callback returned), or
+     * before the call returns when it fails. Any thread; it may not call into bcv.
+     */
+    bcv_user_data_free_t user_data_free;
+} bcv_proxy_vm_config_t;
+
+/**
+ * How to configure a plugin. Initialise it with `bcv_proxy_plugin_config_init`. Strings and arrays are
+ * borrowed for the `bcv_proxy_vm_add_plugin` call (copied).
+ */
+typedef struct bcv_proxy_plugin_config_t {
+    /**
+     * The plugin's name (logs, metrics, property `plugin_name`), NUL-terminated (NULL: "").
+     */
+    const char *name;
+    /**
+     * The root id (property `plugin_root_id`), NUL-terminated (NULL: ""); SDKs use it to pick a root
+     * context implementation.
+     */
+    const char *root_id;
+    /**
+     * The plugin configuration, readable in `on_configure` (NULL when `configuration_len` is 0).
+     */
+    const uint8_t *configuration;
+    /**
+     * Bytes of `configuration`.
+     */
+    size_t configuration_len;
+    /**
+     * When the VM fails: true lets traffic through unfiltered, false (the default) answers HTTP with a local
+     * 503 and closes TCP connections.
+     */
+    bool fail_open;
+    /**
+     * Properties the plugin can read: name = dotted path (UTF-8, `"a.b"`), value = bytes. Looked up before
+     * the VM's property callback. NULL when `property_count` is 0.
+     */
+    const struct bcv_proxy_header_t *properties;
+    /**
+     * Number of entries at `properties`.
+     */
+    size_t property_count;
+} bcv_proxy_plugin_config_t;
+
+/**
+ * Figures of a VM (`bcv_proxy_vm_stats`).
+ */
+typedef struct bcv_proxy_vm_stats_t {
+    /**
+     * Bytes of linear memory the instance has now.
+     */
+    uint64_t memory_bytes;
+    /**
+     * Live contexts, root (one per plugin) and stream.
+     */
+    uint64_t contexts;
+} bcv_proxy_vm_stats_t;
+
+/**
+ * A callout as the embedder reads it (`bcv_proxy_callout_get`). Owned by the caller: free it with
+ * `bcv_proxy_callout_info_free`. Texts are NUL-terminated (cut at a NUL they contain), never NULL once
+ * filled.
+ */
+typedef struct bcv_proxy_callout_info_t {
+    /**
+     * `BCV_PROXY_CALLOUT_HTTP` or `BCV_PROXY_CALLOUT_GRPC`.
+     */
+    uint32_t kind;
+    /**
+     * The id the plugin got back for the call.
+     */
+    uint32_t call_id;
+    /**
+     * How long the plugin waits, in milliseconds; after that it is told the call failed and a late answer
+     * is ignored.
+     */
+    uint64_t timeout_ms;
+    /**
+     * The upstream (cluster) name the plugin asked for.
+     */
+    char *upstream;
+    /**
+     * The plugin that made the call.
+     */
+    char *plugin;
+    /**
+     * gRPC: the fully qualified service name ("" for HTTP).
+     */
+    char *service;
+    /**
+     * gRPC: the method name ("" for HTTP).
+     */
+    char *method;
+    /**
+     * HTTP: the request headers with the `:method`, `:path` and `:authority` pseudo-headers; gRPC: the
+     * initial metadata.
+     */
+    struct bcv_proxy_headers_t headers;
+    /**
+     * HTTP: the request body; gRPC: the serialized request message.
+     */
+    struct bcv_bytes_t body;
+    /**
+     * HTTP: the request trailers (empty for gRPC).
+     */
+    struct bcv_proxy_headers_t trailers;
+} bcv_proxy_callout_info_t;
+
+/**
  * Success.
  */
 #define BCV_OK 0
@@ -919,6 +1524,30 @@ typedef struct bcv_prefetch_report_t {
  * was written.
  */
 #define BCV_E_LEASE_LOST -24
+
+/**
+ * A Proxy-Wasm module was refused: not WebAssembly, no known ABI version marker, no allocator, no memory,
+ * or imports the host does not provide. The message names the module and the reason.
+ */
+#define BCV_E_PROXY_INVALID_MODULE -25
+
+/**
+ * A Proxy-Wasm plugin was not accepted: its canary or its real `on_vm_start` / `on_configure` failed or
+ * returned false. The VM keeps working for its other plugins.
+ */
+#define BCV_E_PROXY_PLUGIN_REJECTED -26
+
+/**
+ * A Proxy-Wasm VM could not start (instantiation, start functions) or has failed (trap, CPU deadline, memory
+ * cap…); the message has the reason, `bcv_proxy_vm_failure` too. The host and other VMs keep working.
+ */
+#define BCV_E_PROXY_VM_FAILED -27
+
+/**
+ * A call on a Proxy-Wasm stream context that has finished (`bcv_proxy_http_finish`, or its plugin's
+ * `proxy_done`).
+ */
+#define BCV_E_PROXY_FINISHED -28
 
 /**
  * A bug in bcv (a caught panic); the message says where.
@@ -1893,6 +2522,507 @@ bcv_status_t bcv_job_description(bcv_handle_t job, char *buf, size_t cap, size_t
  * the job, of its VFS, or by a detach), or the job's own error (`BCV_E_STORE`, `BCV_E_CONFLICT`…).
  */
 bcv_status_t bcv_job_wait(bcv_handle_t job, int64_t timeout_ms, struct bcv_bytes_t *outcome);
+
+/**
+ * Frees a header list returned by bcv and zeroes it. NULL and empty lists are fine.
+ */
+void bcv_proxy_headers_free(struct bcv_proxy_headers_t *headers);
+
+/**
+ * Frees a local response filled by bcv and zeroes it. NULL and empty (zeroed) structs are fine.
+ */
+void bcv_proxy_local_response_free(struct bcv_proxy_local_response_t *response);
+
+/**
+ * Frees log records returned by `bcv_proxy_vm_take_logs` and zeroes the list. NULL and empty lists are
+ * fine.
+ */
+void bcv_proxy_logs_free(struct bcv_proxy_logs_t *logs);
+
+/**
+ * Fills `*config` with the defaults (64 MiB per VM, 1 s per callback checked every 2 ms, the pooling
+ * allocator with 128 slots, no module cache, the map, random and queue bounds of the core). Errors:
+ * `BCV_E_INVALID` (NULL).
+ */
+bcv_status_t bcv_proxy_host_config_init(struct bcv_proxy_host_config_t *config);
+
+/**
+ * Creates a Proxy-Wasm host (one wasm engine and the shared data, queues and metrics its VMs share) as a
+ * node of `runtime`, and writes its handle to `*out`. `config` may be NULL (the defaults of
+ * `bcv_proxy_host_config_init`). Release it with `bcv_release`; closing it (`bcv_close`) closes every VM,
+ * plugin and context under it. Errors: `BCV_E_INVALID` (NULL `out`, a memory limit under 64 KiB, a zero
+ * epoch tick, a pool wasmtime cannot reserve), `BCV_E_BAD_HANDLE`, `BCV_E_CLOSED` (runtime shut down).
+ */
+bcv_status_t bcv_proxy_host_new(bcv_handle_t runtime,
+                                const struct bcv_proxy_host_config_t *config,
+                                bcv_handle_t *out);
+
+/**
+ * Compiles (or loads from the module cache) the `len` bytes of WebAssembly at `wasm` under `name`, checks
+ * that it is a Proxy-Wasm module this host can run, and writes the module's handle to `*out` (release it
+ * with `bcv_release`; VMs started from it keep it alive). Errors: `BCV_E_PROXY_INVALID_MODULE` (not
+ * WebAssembly, no ABI version marker, no allocator, no memory, imports the host lacks: the message says
+ * which), `BCV_E_IO` (the module cache directory cannot be written), `BCV_E_INVALID`,
+ * `BCV_E_BAD_HANDLE`.
+ */
+bcv_status_t bcv_proxy_module_load(bcv_handle_t host,
+                                   const char *name,
+                                   const uint8_t *wasm,
+                                   size_t len,
+                                   bcv_handle_t *out);
+
+/**
+ * Writes the module's ABI version (`BCV_PROXY_ABI_*`) to `*abi` and whether its compiled code came from the
+ * module cache to `*from_cache` (either may be NULL). Errors: `BCV_E_BAD_HANDLE`, `BCV_E_WRONG_TYPE`.
+ */
+bcv_status_t bcv_proxy_module_info(bcv_handle_t module, uint32_t *abi, bool *from_cache);
+
+/**
+ * Writes metric `name` (defined by a plugin of any VM of this host) to `*out` (may be NULL). Returns
+ * `BCV_EOF` when no plugin defined it. Errors: `BCV_E_INVALID`, `BCV_E_BAD_HANDLE`.
+ */
+bcv_status_t bcv_proxy_host_metric(bcv_handle_t host, const char *name, struct bcv_proxy_metric_t *out);
+
+/**
+ * Every metric plugins defined, in definition order, as JSON in `*json` (free with `bcv_bytes_free`):
+ * `[{"name", "kind": "counter"|"gauge"|"histogram", "value", "sum", "min", "max"}, …]`.
+ * Errors: `BCV_E_INVALID` (NULL), `BCV_E_BAD_HANDLE`.
+ */
+bcv_status_t bcv_proxy_host_metrics_json(bcv_handle_t host, struct bcv_bytes_t *json);
+
+/**
+ * Reads shared data `key` (`key_len` bytes) of VM id `vm_id` (NULL: ""), as a plugin would: writes a copy
+ * of the value to `*value` (may be NULL; free with `bcv_bytes_free`) and its CAS token to `*cas` (may be
+ * NULL). Returns `BCV_EOF` when the key does not exist. Errors: `BCV_E_INVALID`, `BCV_E_BAD_HANDLE`.
+ */
+bcv_status_t bcv_proxy_host_shared_data_get(bcv_handle_t host,
+                                            const char *vm_id,
+                                            const uint8_t *key,
+                                            size_t key_len,
+                                            struct bcv_bytes_t *value,
+                                            uint32_t *cas);
+
+/**
+ * Sets shared data `key` of VM id `vm_id` (NULL: "") to a copy of `value_len` bytes at `value`, as a plugin
+ * would: `cas` 0 writes unconditionally, otherwise it must be the key's current token. Writes the new token
+ * to `*new_cas` (may be NULL). Errors: `BCV_E_CONFLICT` (a stale `cas`: nothing was written),
+ * `BCV_E_INVALID`, `BCV_E_BAD_HANDLE`.
+ */
+bcv_status_t bcv_proxy_host_shared_data_set(bcv_handle_t host,
+                                            const char *vm_id,
+                                            const uint8_t *key,
+                                            size_t key_len,
+                                            const uint8_t *value,
+                                            size_t value_len,
+                                            uint32_t cas,
+                                            uint32_t *new_cas);
+
+/**
+ * Removes shared data `key` of VM id `vm_id` (NULL: ""); writes whether it existed to `*existed` (may be
+ * NULL). Errors: `BCV_E_INVALID`, `BCV_E_BAD_HANDLE`.
+ */
+bcv_status_t bcv_proxy_host_shared_data_remove(bcv_handle_t host,
+                                               const char *vm_id,
+                                               const uint8_t *key,
+                                               size_t key_len,
+                                               bool *existed);
+
+/**
+ * Enqueues a copy of `len` bytes at `item` on shared queue `queue` of VM id `vm_id` (NULL: ""); the plugin
+ * that registered the queue gets `on_queue_ready`. Errors: `BCV_E_NOT_FOUND` (no plugin registered it),
+ * `BCV_E_BUSY` (the queue is full), `BCV_E_INVALID`, `BCV_E_BAD_HANDLE`.
+ */
+bcv_status_t bcv_proxy_host_enqueue(bcv_handle_t host,
+                                    const char *vm_id,
+                                    const char *queue,
+                                    const uint8_t *item,
+                                    size_t len);
+
+/**
+ * Fills `*config` with the defaults: VM id "", no configuration, no environment, no callbacks, no user
+ * data. Errors: `BCV_E_INVALID` (NULL).
+ */
+bcv_status_t bcv_proxy_vm_config_init(struct bcv_proxy_vm_config_t *config);
+
+/**
+ * Starts a VM of `module` on `host`: instantiates it and runs its start functions (`on_vm_start` runs with
+ * the first plugin). Writes the VM's handle to `*out`; release it with `bcv_release` (its plugins and
+ * contexts keep it alive). `config` may be NULL (the defaults); the call takes ownership of
+ * `config->user_data`, also when it fails. Run one VM per worker thread to filter in parallel: calls into
+ * one VM are serialized. Errors: `BCV_E_PROXY_VM_FAILED` (instantiation or the start code failed, or the
+ * pool is full), `BCV_E_INVALID`, `BCV_E_BAD_HANDLE`, `BCV_E_WRONG_TYPE`, `BCV_E_CLOSED` (host closed).
+ */
+bcv_status_t bcv_proxy_vm_start(bcv_handle_t host,
+                                bcv_handle_t module,
+                                const struct bcv_proxy_vm_config_t *config,
+                                bcv_handle_t *out);
+
+/**
+ * Fills `*config` with the defaults: no name, root id or configuration, fail closed, no properties.
+ * Errors: `BCV_E_INVALID` (NULL).
+ */
+bcv_status_t bcv_proxy_plugin_config_init(struct bcv_proxy_plugin_config_t *config);
+
+/**
+ * Adds a plugin (a root context) to the VM: first a canary (a throw-away instance runs start,
+ * `on_vm_start` and `on_configure`), then the same on this VM (`on_vm_start` only for its first plugin).
+ * Writes the plugin's handle to `*out`; release it with `bcv_release` (its contexts keep it alive).
+ * `config` may be NULL (the defaults). Errors: `BCV_E_PROXY_PLUGIN_REJECTED` (the canary or the real
+ * configure failed or returned false: the message says why; the VM keeps working),
+ * `BCV_E_PROXY_VM_FAILED`, `BCV_E_WOULD_DEADLOCK` (from a callback of this VM), `BCV_E_INVALID`,
+ * `BCV_E_BAD_HANDLE`, `BCV_E_CLOSED`.
+ */
+bcv_status_t bcv_proxy_vm_add_plugin(bcv_handle_t vm,
+                                     const struct bcv_proxy_plugin_config_t *config,
+                                     bcv_handle_t *out);
+
+/**
+ * Writes why the VM failed: a `BCV_PROXY_FAIL_*` code to `*reason` (may be NULL) and the reason's text to
+ * `buf` (NUL-terminated, truncated to `cap`; may be NULL) with its full length to `*len` (may be NULL).
+ * Returns `BCV_EOF` (reason `BCV_PROXY_FAIL_NONE`, empty text) when the VM has not failed. Callable from the
+ * VM's own callbacks. Errors: `BCV_E_BAD_HANDLE`, `BCV_E_WRONG_TYPE`.
+ */
+bcv_status_t bcv_proxy_vm_failure(bcv_handle_t vm, uint32_t *reason, char *buf, size_t cap, size_t *len);
+
+/**
+ * Takes the log records the VM kept so far (the most recent 4096, oldest first) into `*logs` (free with
+ * `bcv_proxy_logs_free`). Callable from the VM's own callbacks. Errors: `BCV_E_INVALID` (NULL),
+ * `BCV_E_BAD_HANDLE`, `BCV_E_WRONG_TYPE`.
+ */
+bcv_status_t bcv_proxy_vm_take_logs(bcv_handle_t vm, struct bcv_proxy_logs_t *logs);
+
+/**
+ * Fills `*stats` with the VM's memory size and live contexts.
+ * Errors: `BCV_E_INVALID` (NULL), `BCV_E_BAD_HANDLE`, `BCV_E_WRONG_TYPE`, `BCV_E_WOULD_DEADLOCK` from a
+ * callback of this VM.
+ */
+bcv_status_t bcv_proxy_vm_stats(bcv_handle_t vm, struct bcv_proxy_vm_stats_t *stats);
+
+/**
+ * Waits up to `timeout_ms` until nothing the VM's driver thread delivers (ticks, queue notifications,
+ * callout answers) is being delivered or queued. Errors: `BCV_E_TIMEOUT`, `BCV_E_BAD_HANDLE`.
+ */
+bcv_status_t bcv_proxy_vm_wait_idle(bcv_handle_t vm, int64_t timeout_ms);
+
+/**
+ * Copies what the plugin asked in a callout into `*info` (free with `bcv_proxy_callout_info_free`); works
+ * before and after it is answered. Errors: `BCV_E_INVALID` (NULL), `BCV_E_BAD_HANDLE`,
+ * `BCV_E_WRONG_TYPE`.
+ */
+bcv_status_t bcv_proxy_callout_get(bcv_handle_t callout, struct bcv_proxy_callout_info_t *info);
+
+/**
+ * Frees what `bcv_proxy_callout_get` filled and zeroes it. NULL and zeroed structs are fine.
+ */
+void bcv_proxy_callout_info_free(struct bcv_proxy_callout_info_t *info);
+
+/**
+ * Answers an HTTP callout with a response: `count` headers (put the status in `:status`) and `len` body
+ * bytes, copied. Any thread; the plugin's `on_http_call_response` runs on the VM's driver thread. An answer
+ * after the plugin's timeout, or after the VM is gone, is ignored. (An HTTP answer to a gRPC callout reaches
+ * the plugin as gRPC status 2.) The handle stays valid: release it. Errors: `BCV_E_ALREADY_TAKEN` (answered
+ * already), `BCV_E_INVALID`, `BCV_E_BAD_HANDLE`, `BCV_E_WRONG_TYPE`.
+ */
+bcv_status_t bcv_proxy_callout_respond(bcv_handle_t callout,
+                                       const struct bcv_proxy_header_t *headers,
+                                       size_t count,
+                                       const uint8_t *body,
+                                       size_t len);
+
+/**
+ * Answers a gRPC callout with gRPC status `status` (0 = OK), its message text `status_message` (NULL: "")
+ * and, when `status` is 0, the `len` bytes of the serialized response message (copied). Any thread. (A gRPC
+ * answer to an HTTP callout reaches the plugin as a failed call.) The handle stays valid: release it.
+ * Errors: `BCV_E_ALREADY_TAKEN`, `BCV_E_INVALID`, `BCV_E_BAD_HANDLE`, `BCV_E_WRONG_TYPE`.
+ */
+bcv_status_t bcv_proxy_callout_respond_grpc(bcv_handle_t callout,
+                                            uint32_t status,
+                                            const char *status_message,
+                                            const uint8_t *message,
+                                            size_t len);
+
+/**
+ * Tells the plugin the callout failed (an HTTP call sees no response headers; a gRPC call status 14,
+ * UNAVAILABLE), as releasing the handle unanswered does. Any thread. Errors: `BCV_E_ALREADY_TAKEN`,
+ * `BCV_E_BAD_HANDLE`, `BCV_E_WRONG_TYPE`.
+ */
+bcv_status_t bcv_proxy_callout_fail(bcv_handle_t callout);
+
+/**
+ * Sets the value of a property or the result of a foreign function to a copy of `len` bytes at `data`
+ * (NULL when 0). Only inside the callback. Errors: `BCV_E_INVALID`.
+ */
+bcv_status_t bcv_proxy_reply_set(struct bcv_proxy_reply_t *reply, const uint8_t *data, size_t len);
+
+/**
+ * Describes why a foreign function failed (copied; the VM logs it). The callback then returns a negative
+ * status. Only inside the callback. Errors: `BCV_E_INVALID`.
+ */
+bcv_status_t bcv_proxy_reply_set_error(struct bcv_proxy_reply_t *reply, const char *message);
+
+/**
+ * Calls the plugin's `proxy_on_foreign_function(root, function_id, len)`; the plugin reads the `len` bytes
+ * at `args` (copied) as its FOREIGN_FUNCTION_ARGUMENTS buffer. ABI 0.2.0 and later. Errors:
+ * `BCV_E_PROXY_VM_FAILED` (the VM has failed, or the callback trapped), `BCV_E_WOULD_DEADLOCK`,
+ * `BCV_E_INVALID`, `BCV_E_BAD_HANDLE`, `BCV_E_CLOSED`.
+ */
+bcv_status_t bcv_proxy_plugin_call_foreign_function(bcv_handle_t plugin,
+                                                    uint32_t function_id,
+                                                    const uint8_t *args,
+                                                    size_t len);
+
+/**
+ * Creates an HTTP stream context of the plugin (`on_context_create`) and writes its handle to `*out`.
+ * Releasing it finishes it, as `bcv_proxy_http_finish` does. A failed VM still gives a context, whose
+ * calls then follow the plugin's fail-open/closed policy. Errors: `BCV_E_CLOSED` (the plugin is closed),
+ * `BCV_E_WOULD_DEADLOCK`, `BCV_E_INVALID`, `BCV_E_BAD_HANDLE`.
+ */
+bcv_status_t bcv_proxy_http_context_new(bcv_handle_t plugin, bcv_handle_t *out);
+
+/**
+ * Creates a TCP (network) stream context of the plugin and writes its handle to `*out`; as
+ * `bcv_proxy_http_context_new`.
+ */
+bcv_status_t bcv_proxy_tcp_context_new(bcv_handle_t plugin, bcv_handle_t *out);
+
+/**
+ * Feeds the request headers (`count` entries, copied; pseudo-headers `:method`, `:path`, `:authority`,
+ * `:scheme` included) to `on_request_headers`; `end_of_stream` when there is no body. Writes the action
+ * (`BCV_PROXY_*`) to `*action`; when it is `BCV_PROXY_LOCAL_RESPONSE` and `response` is not NULL, also the
+ * response to `*response` (free with `bcv_proxy_local_response_free`; otherwise it is zeroed, without
+ * freeing what it held). A failed VM is not an error: the action follows the plugin's fail-open/closed
+ * policy. Errors: `BCV_E_PROXY_FINISHED`, `BCV_E_CLOSED`, `BCV_E_WOULD_DEADLOCK` (from a callback of this
+ * VM), `BCV_E_INVALID`, `BCV_E_BAD_HANDLE`, `BCV_E_WRONG_TYPE`.
+ */
+bcv_status_t bcv_proxy_http_on_request_headers(bcv_handle_t ctx,
+                                               const struct bcv_proxy_header_t *headers,
+                                               size_t count,
+                                               bool end_of_stream,
+                                               uint32_t *action,
+                                               struct bcv_proxy_local_response_t *response);
+
+/**
+ * Feeds a request body chunk (`len` bytes, copied), appended to the buffered body the plugin sees; on
+ * `BCV_PROXY_CONTINUE` forward what `bcv_proxy_http_take_request_body` gives. Action and errors as
+ * `bcv_proxy_http_on_request_headers`.
+ */
+bcv_status_t bcv_proxy_http_on_request_body(bcv_handle_t ctx,
+                                            const uint8_t *data,
+                                            size_t len,
+                                            bool end_of_stream,
+                                            uint32_t *action,
+                                            struct bcv_proxy_local_response_t *response);
+
+/**
+ * Feeds the request trailers (`count` entries, copied). Action and errors as
+ * `bcv_proxy_http_on_request_headers`.
+ */
+bcv_status_t bcv_proxy_http_on_request_trailers(bcv_handle_t ctx,
+                                                const struct bcv_proxy_header_t *trailers,
+                                                size_t count,
+                                                uint32_t *action,
+                                                struct bcv_proxy_local_response_t *response);
+
+/**
+ * Feeds the response headers (with `:status`). Action and errors as `bcv_proxy_http_on_request_headers`.
+ */
+bcv_status_t bcv_proxy_http_on_response_headers(bcv_handle_t ctx,
+                                                const struct bcv_proxy_header_t *headers,
+                                                size_t count,
+                                                bool end_of_stream,
+                                                uint32_t *action,
+                                                struct bcv_proxy_local_response_t *response);
+
+/**
+ * Feeds a response body chunk; on `BCV_PROXY_CONTINUE` forward what `bcv_proxy_http_take_response_body`
+ * gives. Action and errors as `bcv_proxy_http_on_request_headers`.
+ */
+bcv_status_t bcv_proxy_http_on_response_body(bcv_handle_t ctx,
+                                             const uint8_t *data,
+                                             size_t len,
+                                             bool end_of_stream,
+                                             uint32_t *action,
+                                             struct bcv_proxy_local_response_t *response);
+
+/**
+ * Feeds the response trailers. Action and errors as `bcv_proxy_http_on_request_headers`.
+ */
+bcv_status_t bcv_proxy_http_on_response_trailers(bcv_handle_t ctx,
+                                                 const struct bcv_proxy_header_t *trailers,
+                                                 size_t count,
+                                                 uint32_t *action,
+                                                 struct bcv_proxy_local_response_t *response);
+
+/**
+ * Waits up to `timeout_ms` until the paused `stream` (`BCV_PROXY_STREAM_REQUEST` or `_RESPONSE`)
+ * continues, gets a local response, or is closed, and writes that action (and response) as
+ * `bcv_proxy_http_on_request_headers` does. Returns at once when the stream is not paused. Errors:
+ * `BCV_E_TIMEOUT` (nothing is lost: wait again or give up), `BCV_E_CLOSED`, `BCV_E_WOULD_DEADLOCK`,
+ * `BCV_E_INVALID`, `BCV_E_BAD_HANDLE`.
+ */
+bcv_status_t bcv_proxy_http_wait(bcv_handle_t ctx,
+                                 uint32_t stream,
+                                 int64_t timeout_ms,
+                                 uint32_t *action,
+                                 struct bcv_proxy_local_response_t *response);
+
+/**
+ * Copies the request headers, as the plugin left them, into `*out` (free with `bcv_proxy_headers_free`).
+ * Errors: `BCV_E_PROXY_FINISHED`, `BCV_E_WOULD_DEADLOCK`, `BCV_E_INVALID`, `BCV_E_BAD_HANDLE`.
+ */
+bcv_status_t bcv_proxy_http_request_headers(bcv_handle_t ctx, struct bcv_proxy_headers_t *out);
+
+/**
+ * Copies the request trailers as the plugin left them; as `bcv_proxy_http_request_headers`.
+ */
+bcv_status_t bcv_proxy_http_request_trailers(bcv_handle_t ctx, struct bcv_proxy_headers_t *out);
+
+/**
+ * Copies the response headers as the plugin left them; as `bcv_proxy_http_request_headers`.
+ */
+bcv_status_t bcv_proxy_http_response_headers(bcv_handle_t ctx, struct bcv_proxy_headers_t *out);
+
+/**
+ * Copies the response trailers as the plugin left them; as `bcv_proxy_http_request_headers`.
+ */
+bcv_status_t bcv_proxy_http_response_trailers(bcv_handle_t ctx, struct bcv_proxy_headers_t *out);
+
+/**
+ * Moves the buffered request body, as the plugin left it, into `*out` (free with `bcv_bytes_free`),
+ * leaving the buffer empty: forward it after `BCV_PROXY_CONTINUE`. Errors: `BCV_E_PROXY_FINISHED`,
+ * `BCV_E_WOULD_DEADLOCK`, `BCV_E_INVALID`, `BCV_E_BAD_HANDLE`.
+ */
+bcv_status_t bcv_proxy_http_take_request_body(bcv_handle_t ctx, struct bcv_bytes_t *out);
+
+/**
+ * Moves the buffered response body into `*out`; as `bcv_proxy_http_take_request_body`.
+ */
+bcv_status_t bcv_proxy_http_take_response_body(bcv_handle_t ctx, struct bcv_bytes_t *out);
+
+/**
+ * Copies the local response the plugin sent on this context (`proxy_send_local_response`) into
+ * `*response` (free with `bcv_proxy_local_response_free`). Returns `BCV_EOF` (and a zeroed `*response`)
+ * when it sent none. The 503 of a fail-closed plugin whose VM failed is not one the plugin sent: it comes
+ * only with the action. Errors: `BCV_E_PROXY_FINISHED`, `BCV_E_WOULD_DEADLOCK`, `BCV_E_INVALID`,
+ * `BCV_E_BAD_HANDLE`.
+ */
+bcv_status_t bcv_proxy_http_local_response(bcv_handle_t ctx, struct bcv_proxy_local_response_t *response);
+
+/**
+ * Pipes a request body through the plugin: consumes the stream reader `input` (its chunks go to
+ * `on_request_body`) and writes a reader of what the plugin lets through to `*output` (release it with
+ * `bcv_release`). The output ends cleanly only after the plugin continued the final chunk; a local
+ * response, a close, a failed VM (fail-closed), a pause longer than `pause_timeout_ms` or a cut-short input
+ * end it with `BCV_E_CLOSED`, never a clean end. Errors: `BCV_E_CLOSED`, `BCV_E_INVALID`,
+ * `BCV_E_BAD_HANDLE`, `BCV_E_WRONG_TYPE`.
+ */
+bcv_status_t bcv_proxy_http_filter_request_body(bcv_handle_t ctx,
+                                                bcv_handle_t input,
+                                                int64_t pause_timeout_ms,
+                                                bcv_handle_t *output);
+
+/**
+ * Pipes a response body through the plugin; as `bcv_proxy_http_filter_request_body`.
+ */
+bcv_status_t bcv_proxy_http_filter_response_body(bcv_handle_t ctx,
+                                                 bcv_handle_t input,
+                                                 int64_t pause_timeout_ms,
+                                                 bcv_handle_t *output);
+
+/**
+ * Reads property `path` (dotted: `"request.path"`) as the plugin would, into `*value` (may be NULL; free
+ * with `bcv_bytes_free`). Returns `BCV_EOF` when there is no such property. Errors:
+ * `BCV_E_WOULD_DEADLOCK`, `BCV_E_INVALID`, `BCV_E_BAD_HANDLE`.
+ */
+bcv_status_t bcv_proxy_http_property(bcv_handle_t ctx, const char *path, struct bcv_bytes_t *value);
+
+/**
+ * Sets property `path` (dotted: `"source.address"`) of this context to a copy of `len` bytes at `value`;
+ * the plugin reads it before any other source. Errors: `BCV_E_PROXY_FINISHED`, `BCV_E_WOULD_DEADLOCK`,
+ * `BCV_E_INVALID`, `BCV_E_BAD_HANDLE`.
+ */
+bcv_status_t bcv_proxy_http_set_property(bcv_handle_t ctx,
+                                         const char *path,
+                                         const uint8_t *value,
+                                         size_t len);
+
+/**
+ * Finishes the context now: `on_done`, then `on_log` and `on_delete`. Writes to `*done` (may be NULL)
+ * false when the plugin deferred the last two (its `on_done` returned false) until it calls `proxy_done`.
+ * Later calls on the context fail with `BCV_E_PROXY_FINISHED`; release the handle. Errors:
+ * `BCV_E_WOULD_DEADLOCK`, `BCV_E_BAD_HANDLE`.
+ */
+bcv_status_t bcv_proxy_http_finish(bcv_handle_t ctx, bool *done);
+
+/**
+ * A new connection arrived (`on_new_connection`). Writes the action (`BCV_PROXY_CONTINUE`, `_PAUSE` or
+ * `_CLOSE`) to `*action`. A failed VM is not an error: a fail-closed plugin closes, a fail-open one
+ * continues. Errors: `BCV_E_PROXY_FINISHED`, `BCV_E_CLOSED`, `BCV_E_WOULD_DEADLOCK`, `BCV_E_INVALID`,
+ * `BCV_E_BAD_HANDLE`, `BCV_E_WRONG_TYPE`.
+ */
+bcv_status_t bcv_proxy_tcp_on_new_connection(bcv_handle_t ctx, uint32_t *action);
+
+/**
+ * Data from the client (`len` bytes, copied); on `BCV_PROXY_CONTINUE` forward what
+ * `bcv_proxy_tcp_take_downstream_data` gives. Action and errors as `bcv_proxy_tcp_on_new_connection`.
+ */
+bcv_status_t bcv_proxy_tcp_on_downstream_data(bcv_handle_t ctx,
+                                              const uint8_t *data,
+                                              size_t len,
+                                              bool end_of_stream,
+                                              uint32_t *action);
+
+/**
+ * Data from the server; on `BCV_PROXY_CONTINUE` forward what `bcv_proxy_tcp_take_upstream_data` gives.
+ * Action and errors as `bcv_proxy_tcp_on_new_connection`.
+ */
+bcv_status_t bcv_proxy_tcp_on_upstream_data(bcv_handle_t ctx,
+                                            const uint8_t *data,
+                                            size_t len,
+                                            bool end_of_stream,
+                                            uint32_t *action);
+
+/**
+ * The client side closed; `peer` (`BCV_PROXY_PEER_*`) says who closed it. Errors as
+ * `bcv_proxy_tcp_on_new_connection`.
+ */
+bcv_status_t bcv_proxy_tcp_on_downstream_close(bcv_handle_t ctx, uint32_t peer);
+
+/**
+ * The server side closed; as `bcv_proxy_tcp_on_downstream_close`.
+ */
+bcv_status_t bcv_proxy_tcp_on_upstream_close(bcv_handle_t ctx, uint32_t peer);
+
+/**
+ * Moves the buffered client data, as the plugin left it, into `*out` (free with `bcv_bytes_free`).
+ * Errors: `BCV_E_PROXY_FINISHED`, `BCV_E_WOULD_DEADLOCK`, `BCV_E_INVALID`, `BCV_E_BAD_HANDLE`.
+ */
+bcv_status_t bcv_proxy_tcp_take_downstream_data(bcv_handle_t ctx, struct bcv_bytes_t *out);
+
+/**
+ * Moves the buffered server data into `*out`; as `bcv_proxy_tcp_take_downstream_data`.
+ */
+bcv_status_t bcv_proxy_tcp_take_upstream_data(bcv_handle_t ctx, struct bcv_bytes_t *out);
+
+/**
+ * Waits for a paused direction (`BCV_PROXY_STREAM_DOWNSTREAM` or `_UPSTREAM`), as `bcv_proxy_http_wait`.
+ */
+bcv_status_t bcv_proxy_tcp_wait(bcv_handle_t ctx, uint32_t stream, int64_t timeout_ms, uint32_t *action);
+
+/**
+ * Reads a property as the plugin would; as `bcv_proxy_http_property`.
+ */
+bcv_status_t bcv_proxy_tcp_property(bcv_handle_t ctx, const char *path, struct bcv_bytes_t *value);
+
+/**
+ * Sets a property of this context; as `bcv_proxy_http_set_property`.
+ */
+bcv_status_t bcv_proxy_tcp_set_property(bcv_handle_t ctx, const char *path, const uint8_t *value, size_t len);
+
+/**
+ * Finishes the context now (`on_done`, `on_log`, `on_delete`); as `bcv_proxy_http_finish`.
+ */
+bcv_status_t bcv_proxy_tcp_finish(bcv_handle_t ctx, bool *done);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The C ABI: header drift, the LIFETIMES scenarios in C, the block-cache VFS and container tools in C
-# against the system SQLite and Azurite (each plain, under valgrind and with AddressSanitizer), and the C
-# examples built with -Wall -Wextra -Werror through pkg-config against the static library.
+# The C ABI: header drift, the LIFETIMES scenarios in C, the Proxy-Wasm host in C with a plugin built from
+# source, the block-cache VFS and container tools in C against the system SQLite and Azurite (each plain,
+# under valgrind and with AddressSanitizer), and the C examples built with -Wall -Wextra -Werror through
+# pkg-config against the static library.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$BCV_ROOT"
@@ -39,6 +40,32 @@ BCV_SOAK_CYCLES=20000 valgrind -q --leak-check=full --error-exitcode=1 --suppres
 step "C: scenarios with AddressSanitizer"
 gcc $cflags -fsanitize=address -fno-omit-frame-pointer $inc tests/c/test_lifetimes.c $libs_debug -o "$out/test_lifetimes_asan"
 BCV_SOAK_CYCLES=100000 ASAN_OPTIONS=detect_leaks=1 "$out/test_lifetimes_asan"
+
+# The Proxy-Wasm test plugins, built from source with the proxy-wasm SDK, in a target dir of their own (as
+# core/tests/support/plugins.rs does); the host's own RUSTFLAGS (sanitizers…) must not reach the wasm build.
+step "C: Proxy-Wasm test plugins (wasm32-wasip1)"
+rustup target add wasm32-wasip1 >/dev/null 2>&1 || true
+env -u RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS -u CARGO_BUILD_RUSTFLAGS CARGO_TARGET_DIR="$CARGO_TARGET_DIR/proxy-plugins" \
+    cargo build -q --release --target wasm32-wasip1 --manifest-path tests/proxy-plugins/Cargo.toml
+export BCV_TEST_PROXY_PLUGIN="$CARGO_TARGET_DIR/proxy-plugins/wasm32-wasip1/release/testkit.wasm"
+
+step "C: Proxy-Wasm host"
+gcc $cflags $inc tests/c/test_proxy.c $libs_debug -o "$out/test_proxy"
+"$out/test_proxy"
+
+step "C: Proxy-Wasm host under valgrind"
+# The pooling allocator reserves more address space than valgrind's memory layout allows ("failed to create
+# memory pool mapping"), so this run allocates instances on demand; wasm code runs many times slower under
+# valgrind, so each callback gets a minute of CPU instead of a second. Compiling the plugin under valgrind
+# takes about 2.5 minutes: its module cache is kept between runs (valgrind's CPU reports other features than
+# the real one, so it has cache entries of its own).
+BCV_TEST_PROXY_CACHE_DIR="$out/proxy-module-cache-valgrind" BCV_TEST_PROXY_POOLING=0 \
+    BCV_TEST_PROXY_DEADLINE_MS=60000 \
+    valgrind -q --leak-check=full --error-exitcode=1 --num-callers=40 --suppressions=tests/c/valgrind.supp "$out/test_proxy"
+
+step "C: Proxy-Wasm host with AddressSanitizer"
+gcc $cflags -fsanitize=address -fno-omit-frame-pointer $inc tests/c/test_proxy.c $libs_debug -o "$out/test_proxy_asan"
+ASAN_OPTIONS=detect_leaks=1 "$out/test_proxy_asan"
 
 # The VFS test tries the credentials callback against Azurite (scripts/servers.sh installs and starts it,
 # and stops it on exit) unless a caller already provides BCV_TEST_AZURE_URL.

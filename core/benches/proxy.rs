@@ -208,7 +208,7 @@ fn main() {
         })
         .collect();
     let per_vm_rss = rss_bytes().saturating_sub(before) / 100;
-    let linear = vms[0].0.memory_size();
+    let linear = vms[0].0.memory_size().expect("not called from a callback");
     drop(vms);
 
     let ratio = bcv.as_secs_f64() / plain.as_secs_f64();

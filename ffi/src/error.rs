@@ -5,6 +5,7 @@ use std::ffi::{CString, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use bcv_core::handle::{Closed, Error};
+use bcv_core::proxy::ProxyError;
 use bcv_core::vfs::VfsError;
 use bcv_core::vfs::container::ManifestError;
 
@@ -70,6 +71,18 @@ pub const BCV_E_LEASE_HELD: bcv_status_t = -23;
 /// This client's lease expired, was released, or was taken over (the message names the new holder); nothing
 /// was written.
 pub const BCV_E_LEASE_LOST: bcv_status_t = -24;
+/// A Proxy-Wasm module was refused: not WebAssembly, no known ABI version marker, no allocator, no memory,
+/// or imports the host does not provide. The message names the module and the reason.
+pub const BCV_E_PROXY_INVALID_MODULE: bcv_status_t = -25;
+/// A Proxy-Wasm plugin was not accepted: its canary or its real `on_vm_start` / `on_configure` failed or
+/// returned false. The VM keeps working for its other plugins.
+pub const BCV_E_PROXY_PLUGIN_REJECTED: bcv_status_t = -26;
+/// A Proxy-Wasm VM could not start (instantiation, start functions) or has failed (trap, CPU deadline, memory
+/// cap…); the message has the reason, `bcv_proxy_vm_failure` too. The host and other VMs keep working.
+pub const BCV_E_PROXY_VM_FAILED: bcv_status_t = -27;
+/// A call on a Proxy-Wasm stream context that has finished (`bcv_proxy_http_finish`, or its plugin's
+/// `proxy_done`).
+pub const BCV_E_PROXY_FINISHED: bcv_status_t = -28;
 /// A bug in bcv (a caught panic); the message says where.
 pub const BCV_E_INTERNAL: bcv_status_t = -99;
 
@@ -184,6 +197,31 @@ pub(crate) fn status_of<T>(result: Result<T, VfsError>) -> bcv_status_t {
     }
 }
 
+/// The status code of a Proxy-Wasm host error. A wait that ran out of time is `BCV_E_TIMEOUT` and a call back
+/// into the VM running the callback is `BCV_E_WOULD_DEADLOCK`, as everywhere else in the ABI.
+pub(crate) fn proxy_status(error: &ProxyError) -> bcv_status_t {
+    match error {
+        ProxyError::InvalidModule { .. } | ProxyError::Compile { .. } => BCV_E_PROXY_INVALID_MODULE,
+        ProxyError::VmStart { .. } | ProxyError::VmFailed { .. } => BCV_E_PROXY_VM_FAILED,
+        ProxyError::PluginRejected { .. } => BCV_E_PROXY_PLUGIN_REJECTED,
+        ProxyError::InvalidState { .. } => BCV_E_PROXY_FINISHED,
+        ProxyError::Timeout { .. } => BCV_E_TIMEOUT,
+        ProxyError::Reentrant { .. } => BCV_E_WOULD_DEADLOCK,
+        ProxyError::ModuleCache { .. } => BCV_E_IO,
+        ProxyError::Config(_) => BCV_E_INVALID,
+        ProxyError::Closed(_) => BCV_E_CLOSED,
+    }
+}
+
+/// Records a Proxy-Wasm host error met by a call on `handle` (a close also for `bcv_close_reason`) and
+/// returns its status code.
+pub(crate) fn fail_proxy(handle: u64, error: &ProxyError) -> bcv_status_t {
+    if let ProxyError::Closed(closed) = error {
+        return fail(handle, &Error::Closed(*closed));
+    }
+    fail_with(proxy_status(error), &error.to_string())
+}
+
 /// Records an error status with a message and returns it.
 pub(crate) fn fail_with(code: bcv_status_t, msg: &str) -> bcv_status_t {
     set_message(msg);
@@ -247,6 +285,10 @@ pub(crate) fn status_cname(status: bcv_status_t) -> &'static std::ffi::CStr {
         BCV_E_DAEMON => c"BCV_E_DAEMON",
         BCV_E_LEASE_HELD => c"BCV_E_LEASE_HELD",
         BCV_E_LEASE_LOST => c"BCV_E_LEASE_LOST",
+        BCV_E_PROXY_INVALID_MODULE => c"BCV_E_PROXY_INVALID_MODULE",
+        BCV_E_PROXY_PLUGIN_REJECTED => c"BCV_E_PROXY_PLUGIN_REJECTED",
+        BCV_E_PROXY_VM_FAILED => c"BCV_E_PROXY_VM_FAILED",
+        BCV_E_PROXY_FINISHED => c"BCV_E_PROXY_FINISHED",
         BCV_E_INTERNAL => c"BCV_E_INTERNAL",
         _ => c"BCV_E_UNKNOWN",
     }

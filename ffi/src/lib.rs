@@ -7,7 +7,9 @@
 //! block-cache VFS: [`store`] (store options, credentials callback, stores implemented in C), [`container`]
 //! (container tools without a cache), [`vfs`] (the VFS and its background jobs), [`secure`] (key rings, key
 //! providers and application ciphers of secure containers), [`lease`] (the single-writer lease lock) and
-//! [`daemon`] (multi-process mode).
+//! [`daemon`] (multi-process mode); and the Proxy-Wasm host: [`proxy`] (hosts, modules, VMs, plugins, HTTP
+//! and TCP stream contexts, callouts answered by the application, properties, foreign functions, logs,
+//! metrics and shared data).
 
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]
@@ -30,5 +32,8 @@ pub mod secure;
 pub mod store;
 pub mod vfs;
 
+// The Proxy-Wasm host: hosts, modules, VMs, plugins, stream contexts and the embedder's callbacks.
+pub mod proxy;
+
 /// The version of this C ABI. It changes whenever a signature or a constant changes incompatibly.
-pub const BCV_ABI_VERSION: u32 = 3;
+pub const BCV_ABI_VERSION: u32 = 4;

@@ -129,9 +129,9 @@ pub unsafe extern "C" fn bcv_key_generate(key_out: *mut u8) -> bcv_status_t {
 }
 
 /// The application's user data with its free function, run once when the last user is gone.
-struct UserData {
-    data: *mut c_void,
-    free: bcv_user_data_free_t,
+pub(crate) struct UserData {
+    pub(crate) data: *mut c_void,
+    pub(crate) free: bcv_user_data_free_t,
 }
 
 // SAFETY: the header tells the application that its callbacks and user data are used from several bcv

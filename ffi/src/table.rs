@@ -10,9 +10,11 @@ use bcv_core::handle::{
     FutureReader, FutureWriter, HttpFields, HttpServer, IncomingMessage, Node, ReadStream, Resource, Runtime, Scope,
     TcpListener, TcpSocket, TlsSession, WriteStream,
 };
+use bcv_core::proxy::{HttpContext, Plugin, PluginModule, ProxyHost, TcpContext, Vm};
 use bcv_core::vfs::{BlockVfs, ContainerTools, Daemon};
 
 use crate::error::{BCV_E_BAD_HANDLE, BCV_E_WRONG_TYPE, bcv_status_t, fail_with};
+use crate::proxy::Callout;
 use crate::vfs::Job;
 
 /// Everything a `bcv_handle_t` can name.
@@ -37,6 +39,20 @@ pub(crate) enum Object {
     Container(ContainerTools),
     /// A multi-process daemon (None once stopped): no node, like container tools.
     Daemon(Mutex<Option<Daemon>>),
+    /// A Proxy-Wasm host: the parent of its VMs.
+    ProxyHost(ProxyHost),
+    /// A compiled plugin module: no node (nothing to close), like container tools.
+    ProxyModule(PluginModule),
+    /// A running VM: the parent of its plugins.
+    ProxyVm(Vm),
+    /// A plugin (root context): the parent of its stream contexts.
+    ProxyPlugin(Plugin),
+    /// An HTTP stream context.
+    ProxyHttp(HttpContext),
+    /// A TCP stream context.
+    ProxyTcp(TcpContext),
+    /// An HTTP or gRPC callout waiting for the embedder's answer: no node; releasing it unanswered fails it.
+    ProxyCallout(Callout),
 }
 
 impl Object {
@@ -57,7 +73,17 @@ impl Object {
             Object::Tls(t) => Some(t),
             Object::Vfs(v) => Some(v.node()),
             Object::Job(j) => Some(j.job.node()),
-            Object::Runtime(_) | Object::Scope(_) | Object::Container(_) | Object::Daemon(_) => None,
+            Object::ProxyHost(h) => Some(h.node()),
+            Object::ProxyVm(v) => Some(v.node()),
+            Object::ProxyPlugin(p) => Some(p.node()),
+            Object::ProxyHttp(c) => Some(c.node()),
+            Object::ProxyTcp(c) => Some(c.node()),
+            Object::Runtime(_)
+            | Object::Scope(_)
+            | Object::Container(_)
+            | Object::Daemon(_)
+            | Object::ProxyModule(_)
+            | Object::ProxyCallout(_) => None,
         }
     }
 
@@ -81,6 +107,13 @@ impl Object {
             Object::Job(_) => "vfs job",
             Object::Container(_) => "container",
             Object::Daemon(_) => "daemon",
+            Object::ProxyHost(_) => "proxy host",
+            Object::ProxyModule(_) => "proxy module",
+            Object::ProxyVm(_) => "proxy vm",
+            Object::ProxyPlugin(_) => "proxy plugin",
+            Object::ProxyHttp(_) => "proxy http context",
+            Object::ProxyTcp(_) => "proxy tcp context",
+            Object::ProxyCallout(_) => "proxy callout",
         }
     }
 }

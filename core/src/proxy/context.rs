@@ -88,13 +88,23 @@ impl ContextBase {
         drop(core);
         let finished = Arc::new(AtomicBool::new(false));
         let hooks = ContextHooks { plugin: inner.clone(), id, finished: finished.clone() };
-        let (resource, node) = TaskResource::create_with(
+        let created = TaskResource::create_with(
             &vm.shared.host.runtime,
             label,
             Some(&inner.resource.core),
             Some(Box::new(hooks)),
-        )
-        .map_err(ProxyError::Closed)?;
+        );
+        let (resource, node) = match created {
+            Ok(created) => created,
+            Err(closed) => {
+                // The plugin was closed while the guest created the context: end it in the VM too.
+                if let Ok(mut core) = vm.lock() {
+                    core.finish_context(id);
+                    vm.settle(&mut core);
+                }
+                return Err(ProxyError::Closed(closed));
+            }
+        };
         Ok((ContextBase { plugin: inner, id, finished, resource, kind: name }, node))
     }
 

@@ -142,9 +142,9 @@ impl Plugin {
         &self.node
     }
 
-    /// The VM's failure, if it has failed.
+    /// The VM's failure, if it has failed. Never blocks on the VM (callable from its own callbacks).
     pub fn failure(&self) -> Option<FailReason> {
-        self.inner.vm.core.lock().unwrap_or_else(|p| p.into_inner()).failed.clone()
+        self.inner.vm.shared.failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// A new HTTP stream context (`on_context_create(id, root)`).

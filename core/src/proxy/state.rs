@@ -218,7 +218,6 @@ pub(crate) struct HostState {
     /// True in a throw-away canary instance: callouts, timers and queue registrations have no effect.
     pub canary: bool,
     pub log_level: LogLevel,
-    pub logs: std::collections::VecDeque<LogRecord>,
 }
 
 impl HostState {
@@ -243,7 +242,6 @@ impl HostState {
             fault: None,
             canary,
             log_level: LogLevel::Trace,
-            logs: std::collections::VecDeque::new(),
         }
     }
 
@@ -285,10 +283,11 @@ impl HostState {
         if let Some(handler) = &self.vm.services.log {
             handler(&record);
         }
-        if self.logs.len() >= LOG_BUFFER {
-            self.logs.pop_front();
+        let mut logs = self.vm.logs.lock().unwrap_or_else(|p| p.into_inner());
+        if logs.len() >= LOG_BUFFER {
+            logs.pop_front();
         }
-        self.logs.push_back(record);
+        logs.push_back(record);
     }
 }
 

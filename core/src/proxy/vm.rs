@@ -53,6 +53,11 @@ pub(crate) struct VmShared {
     /// The driver's receiving end until the driver thread starts (lazily: many VMs never need one).
     pub driver: Mutex<Option<Receiver<Event>>>,
     pub owner: std::sync::OnceLock<Weak<VmInner>>,
+    /// The recent log records (the newest [`LOG_BUFFER`](super::state::LOG_BUFFER)), behind a lock of their
+    /// own so the embedder can take them even from inside one of this VM's callbacks.
+    pub logs: Mutex<std::collections::VecDeque<LogRecord>>,
+    /// Why the VM failed, once it has (readable without the VM lock, like the logs).
+    pub failure: Mutex<Option<FailReason>>,
 }
 
 impl VmShared {
@@ -291,6 +296,9 @@ impl VmCore {
     pub(crate) fn fail(&mut self, reason: FailReason, context: u32) {
         if self.failed.is_none() {
             self.store.data_mut().log(LogLevel::Critical, context, format!("vm failed: {reason}"));
+            if !self.store.data().canary {
+                *self.store.data().vm.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
+            }
             self.failed = Some(reason);
         }
     }
@@ -461,6 +469,8 @@ impl Vm {
             environment: config.environment,
             driver: Mutex::new(Some(receiver)),
             owner: std::sync::OnceLock::new(),
+            logs: Mutex::new(std::collections::VecDeque::new()),
+            failure: Mutex::new(None),
         });
         let serial = NEXT_SERIAL.fetch_add(1, Ordering::Relaxed);
         let mut core = instantiate(module, shared.clone(), false, serial)
@@ -503,27 +513,30 @@ impl Vm {
         Plugin::create(self, config)
     }
 
-    /// The failure that stopped the VM, if any.
+    /// The failure that stopped the VM, if any. Never blocks on the VM (callable from its own callbacks).
     pub fn failure(&self) -> Option<FailReason> {
-        self.inner.core.lock().unwrap_or_else(|p| p.into_inner()).failed.clone()
+        self.inner.shared.failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Takes the log records kept so far (the most recent 4096).
+    /// Takes the log records kept so far (the most recent 4096). Never blocks on the VM (callable from its
+    /// own callbacks, e.g. a log handler or a callout).
     pub fn take_logs(&self) -> Vec<LogRecord> {
-        let mut core = self.inner.core.lock().unwrap_or_else(|p| p.into_inner());
-        core.state().logs.drain(..).collect()
+        self.inner.shared.logs.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect()
     }
 
     /// Bytes of linear memory the instance has now.
-    pub fn memory_size(&self) -> usize {
-        let core = self.inner.core.lock().unwrap_or_else(|p| p.into_inner());
-        core.store.data().memory.map(|m| m.data_size(&core.store)).unwrap_or(0)
+    ///
+    /// Errors: [`ProxyError::Reentrant`] from one of this VM's callbacks.
+    pub fn memory_size(&self) -> ProxyResult<usize> {
+        let core = self.inner.lock()?;
+        Ok(core.store.data().memory.map(|m| m.data_size(&core.store)).unwrap_or(0))
     }
 
     /// Number of live contexts (root and stream).
-    pub fn context_count(&self) -> usize {
-        let core = self.inner.core.lock().unwrap_or_else(|p| p.into_inner());
-        core.store.data().contexts.len()
+    ///
+    /// Errors: [`ProxyError::Reentrant`] from one of this VM's callbacks.
+    pub fn context_count(&self) -> ProxyResult<usize> {
+        Ok(self.inner.lock()?.store.data().contexts.len())
     }
 
     /// Waits until no tick, queue notification or callout response is being delivered and none is
