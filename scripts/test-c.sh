@@ -41,13 +41,8 @@ step "C: scenarios with AddressSanitizer"
 gcc $cflags -fsanitize=address -fno-omit-frame-pointer $inc tests/c/test_lifetimes.c $libs_debug -o "$out/test_lifetimes_asan"
 BCV_SOAK_CYCLES=100000 ASAN_OPTIONS=detect_leaks=1 "$out/test_lifetimes_asan"
 
-# The Proxy-Wasm test plugins, built from source with the proxy-wasm SDK, in a target dir of their own (as
-# core/tests/support/plugins.rs does); the host's own RUSTFLAGS (sanitizers…) must not reach the wasm build.
-step "C: Proxy-Wasm test plugins (wasm32-wasip1)"
-rustup target add wasm32-wasip1 >/dev/null 2>&1 || true
-env -u RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS -u CARGO_BUILD_RUSTFLAGS CARGO_TARGET_DIR="$CARGO_TARGET_DIR/proxy-plugins" \
-    cargo build -q --release --target wasm32-wasip1 --manifest-path tests/proxy-plugins/Cargo.toml
-export BCV_TEST_PROXY_PLUGIN="$CARGO_TARGET_DIR/proxy-plugins/wasm32-wasip1/release/testkit.wasm"
+step "C: Proxy-Wasm test plugins (wasm32-wasip1, from source)"
+export BCV_TEST_PROXY_PLUGIN="$(scripts/build-proxy-plugins.sh)/testkit.wasm"
 
 step "C: Proxy-Wasm host"
 gcc $cflags $inc tests/c/test_proxy.c $libs_debug -o "$out/test_proxy"
