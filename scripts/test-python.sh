@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds and tests the Python package (bindings/python): the LIFETIMES.md §7 scenarios tagged Py and the
-# block-cache VFS (tests/test_vfs.py), then runs examples/python/vfs.py.
+# block-cache VFS (tests/test_vfs.py), the Proxy-Wasm host (tests/test_proxy.py, with the test plugin built from
+# source), then runs examples/python/vfs.py and examples/python/proxy_gateway.py.
 #
 # Idempotent. Uses a venv at ${BCV_CACHE:-$HOME/.cache/bcv}/venv-py (created on first use), installs the
 # pinned pytest and the package with `pip install ./bindings/python` (maturin, release build; an exported
@@ -26,6 +27,10 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check --no-input)
 # --force-reinstall: the version does not change between builds, but the code does.
 "${pip[@]}" install --quiet --force-reinstall --no-deps "$repo/bindings/python"
 
+# The Proxy-Wasm test plugin, built from source (tests/test_proxy.py).
+plugins="$("$repo/scripts/build-proxy-plugins.sh")"
+export BCV_TEST_PROXY_PLUGIN="$plugins/testkit.wasm"
+
 # Object-store server for the VFS test against Azure (stopped on exit by servers.sh's EXIT trap).
 source "$repo/scripts/servers.sh"
 bcv_start_azurite
@@ -36,3 +41,6 @@ cd "$repo/bindings/python"
 
 step "Python: examples/python/vfs.py"
 "$venv/bin/python" -X dev -W error::ResourceWarning "$repo/examples/python/vfs.py"
+
+step "Python: examples/python/proxy_gateway.py (a Proxy-Wasm filter in front of an upstream on 127.0.0.1)"
+"$venv/bin/python" -X dev -W error::ResourceWarning "$repo/examples/python/proxy_gateway.py" "$plugins/edge_filter.wasm"

@@ -236,6 +236,9 @@ fn a_plugin_can_answer_locally_instead_of_forwarding() {
         }
         other => panic!("expected a local response, got {other:?}"),
     }
+    // From now on the plugin (and `on_log`) sees the local reply as the response.
+    assert_eq!(header(&http.response_headers().unwrap(), ":status").as_deref(), Some("403"));
+    assert_eq!(header(&http.response_headers().unwrap(), "x-denied-by").as_deref(), Some("bcv"));
     let http = plugin.http_context().unwrap();
     assert_eq!(http.on_request_headers(request("/open"), true).unwrap(), FilterAction::Continue);
 }

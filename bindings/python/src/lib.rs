@@ -21,6 +21,7 @@ mod errors;
 mod future;
 mod handle;
 mod http;
+mod proxy;
 mod resource;
 mod scope;
 mod secure;
@@ -389,6 +390,7 @@ fn _bcv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<vfs::PyContainer>()?;
     m.add_class::<secure::PySecure>()?;
     m.add_class::<daemon::PyDaemon>()?;
+    proxy::register(m)?;
     m.add_function(wrap_pyfunction!(secure::generate_key, m)?)?;
     m.add_class::<sql::PySqlConnection>()?;
     m.add_class::<sql::PySqlStatement>()?;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use wasmtime::{Instance, Store, Trap, TypedFunc, WasmParams, WasmResults};
 
 use super::error::{FailReason, ProxyError, ProxyResult};
+use super::headers::HeaderMap;
 use super::host::{HostInner, ProxyHost};
 use super::module::PluginModule;
 use super::plugin::{Plugin, PluginConfig};
@@ -326,6 +327,15 @@ impl VmCore {
                     Deferred::Close(stream) => ctx.flows[stream.index()] = Flow::Closed,
                     Deferred::LocalResponse(response) => {
                         if let Some(http) = ctx.http_mut() {
+                            // The local reply becomes the response the plugin sees from now on (`on_log`
+                            // reads its `:status`), as in Envoy.
+                            let mut headers = HeaderMap::new();
+                            headers.add(":status", response.status.to_string());
+                            for (name, value) in response.headers.pairs() {
+                                headers.add(name, value);
+                            }
+                            http.response_headers = headers;
+                            http.response_body = response.body.clone();
                             http.local_response = Some(response);
                         }
                     }

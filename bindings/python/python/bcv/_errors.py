@@ -55,6 +55,12 @@ __all__ = [
     "ProgrammingError",
     "NotSupportedError",
     "ConflictError",
+    "ProxyError",
+    "InvalidModuleError",
+    "PluginRejectedError",
+    "VmFailedError",
+    "ContextFinishedError",
+    "CasMismatchError",
 ]
 
 
@@ -284,3 +290,46 @@ class LeaseHeldError(OperationalError):
 class LeaseLostError(OperationalError):
     """This client's lease expired, was released, or was taken over (the message names the new holder);
     whatever needed it was not done."""
+
+
+class ProxyError(BcvError):
+    """Base class of the errors of the Proxy-Wasm host (:class:`bcv.ProxyHost` and the objects it makes).
+
+    A wait for a paused stream that runs out of time raises :class:`TimeoutError`, a call back into the VM
+    from one of its own callbacks :class:`WouldDeadlockError`, a call on a closed object :class:`ClosedError`.
+    """
+
+
+class InvalidModuleError(ProxyError, ValueError):
+    """A module is not a usable Proxy-Wasm module: not WebAssembly, no known ABI version marker, no allocator,
+    no memory, or imports the host does not provide. The message names the module and the reason."""
+
+
+class PluginRejectedError(ProxyError):
+    """A plugin was not accepted: its canary or its real ``on_vm_start`` / ``on_configure`` failed or returned
+    false. The VM keeps serving its other plugins."""
+
+
+class VmFailedError(ProxyError):
+    """A VM could not start or has failed (trap, CPU deadline, memory cap…). The host and other VMs keep working.
+
+    Attributes:
+        kind: the failure kind (``"trap"``, ``"cpu_deadline"``, ``"memory_limit"``, ``"restricted_hostcall"``,
+            ``"proc_exit"``, ``"allocator"``, ``"vm_start_refused"``, ``"internal"``), or ``None`` when the VM
+            could not be created at all.
+    """
+
+    def __init__(self, message: str, kind: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+    def __reduce__(self) -> Any:
+        return (type(self), (str(self), self.kind))
+
+
+class ContextFinishedError(ProxyError):
+    """A call on an HTTP or TCP context that has finished (``finish()``, or the plugin's ``proxy_done``)."""
+
+
+class CasMismatchError(ProxyError):
+    """A conditional write of shared data presented a CAS token that is no longer current."""
