@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The Swift package (bindings/swift) and the Swift example (examples/swift/streams), in Swift 6 language mode.
+# The Swift package (bindings/swift) and the Swift examples (examples/swift/*), in Swift 6 language mode.
 #
 # 1. Provisions (or reuses) the Debian trixie chroot with Swift 6.0 (scripts/swift-chroot.sh).
 # 2. Builds libbcv_all.a (crate bcv-bundle: the C ABI and the UniFFI surface in one archive, BINDINGS P7)
 #    in the dev profile, and the uniffi-bindgen binary (dev profile, P6).
 # 3. Generates the Swift bindings from that library into bindings/swift/Sources/{BcvUniffi,bcv_uniffiFFI}
 #    (not committed; only rewritten when their content changed, so SwiftPM's incremental build holds).
-# 4. Copies only libbcv_all.a into a dedicated link directory (P8) and runs, inside the chroot,
-#    `swift test` for the package and `swift run` for examples/swift/streams, with `-Xlinker -L<that dir>`.
+# 4. Builds the Proxy-Wasm test plugins from source (scripts/build-proxy-plugins.sh); the Proxy tests find
+#    them through BCV_PROXY_PLUGINS (a path under CARGO_TARGET_DIR, which the chroot sees as /target).
+# 5. Copies only libbcv_all.a into a dedicated link directory (P8) and runs, inside the chroot,
+#    `swift test` for the package and `swift run` for the examples, with `-Xlinker -L<that dir>`.
 # Exits non-zero when anything fails, when no test ran, or when a test was skipped.
 # Needs root (chroot). Respects CARGO_TARGET_DIR (default: $BCV_CACHE/target); SwiftPM's build
 # directories live there too, outside the repository.
@@ -44,6 +46,24 @@ install_if_changed "$gen/bcv_uniffiFFI.h" "$pkg/Sources/bcv_uniffiFFI/bcv_uniffi
 # SwiftPM's systemLibrary target wants the module map under this name (P10).
 install_if_changed "$gen/bcv_uniffiFFI.modulemap" "$pkg/Sources/bcv_uniffiFFI/module.modulemap"
 
+step "Swift: Proxy-Wasm test plugins (scripts/build-proxy-plugins.sh)"
+plugins=$(bash "$BCV_ROOT/scripts/build-proxy-plugins.sh")
+if [ ! -f "$plugins/testkit.wasm" ]; then
+    echo "no testkit.wasm in $plugins" >&2
+    exit 1
+fi
+case "$plugins" in
+    "$CARGO_TARGET_DIR"/*) ;;
+    *)
+        # Not under the target dir the chroot sees: copy the modules there.
+        mkdir -p "$CARGO_TARGET_DIR/swift-proxy-plugins"
+        cp "$plugins"/*.wasm "$CARGO_TARGET_DIR/swift-proxy-plugins/"
+        plugins="$CARGO_TARGET_DIR/swift-proxy-plugins"
+        ;;
+esac
+chroot_plugins="/target/${plugins#"$CARGO_TARGET_DIR"/}"
+echo "$plugins (in the chroot: $chroot_plugins)"
+
 step "Swift: link directory with only the static library (P8)"
 linkdir="$CARGO_TARGET_DIR/swift-lib"
 mkdir -p "$linkdir"
@@ -53,9 +73,10 @@ install_if_changed "$lib" "$linkdir/libbcv_all.a"
 # SwiftPM does not track a library passed with -L: drop the linked products so they are relinked against
 # this libbcv_all.a (compiled Swift objects stay cached; only the link is redone).
 for scratch in "$CARGO_TARGET_DIR/swift-build" "$CARGO_TARGET_DIR/swift-example-build" \
-    "$CARGO_TARGET_DIR/swift-example-vfs-build"; do
+    "$CARGO_TARGET_DIR/swift-example-vfs-build" "$CARGO_TARGET_DIR/swift-example-proxy-build"; do
     [ -d "$scratch" ] || continue
-    find "$scratch" -path '*/debug/*' \( -name '*.xctest' -o -name 'streams' -o -name 'vfs' \) -prune -exec rm -rf {} +
+    find "$scratch" -path '*/debug/*' \( -name '*.xctest' -o -name 'streams' -o -name 'vfs' -o -name 'proxy' \) \
+        -prune -exec rm -rf {} +
 done
 
 # Paths as the chroot sees them: the repository at /ws, CARGO_TARGET_DIR at /target.
@@ -64,7 +85,7 @@ link_flags="-Xlinker -L/target/swift-lib"
 step "Swift: swift test (bindings/swift)"
 log="$CARGO_TARGET_DIR/swift-test.log"
 set +e
-in_chroot "cd /ws/bindings/swift && swift test --scratch-path /target/swift-build $link_flags" </dev/null 2>&1 | tee "$log"
+in_chroot "cd /ws/bindings/swift && BCV_PROXY_PLUGINS='$chroot_plugins' swift test --scratch-path /target/swift-build $link_flags" </dev/null 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 if [ "$status" -ne 0 ]; then
@@ -89,5 +110,8 @@ in_chroot "cd /ws/examples/swift/streams && swift run --scratch-path /target/swi
 
 step "Swift: examples/swift/vfs (swift run)"
 in_chroot "cd /ws/examples/swift/vfs && swift run --scratch-path /target/swift-example-vfs-build $link_flags vfs" </dev/null
+
+step "Swift: examples/swift/proxy (swift run)"
+in_chroot "cd /ws/examples/swift/proxy && swift run --scratch-path /target/swift-example-proxy-build $link_flags proxy '$chroot_plugins'" </dev/null
 
 echo "swift: done in $(( $(date +%s) - start )) s"

@@ -766,3 +766,22 @@ fn a_context_created_on_a_closed_plugin_is_refused_and_leaves_nothing_behind() {
     assert!(matches!(plugin.http_context(), Err(ProxyError::Closed(_))));
     assert_eq!(vm.context_count().unwrap(), 0, "the root is gone and no stream context stayed behind");
 }
+
+#[test]
+fn a_property_handler_reached_from_the_embedder_cannot_deadlock_its_vm() {
+    let host = host();
+    let slot: Arc<std::sync::OnceLock<Vm>> = Arc::new(std::sync::OnceLock::new());
+    let inner = slot.clone();
+    let services = Services::new().on_property(move |_| {
+        let vm = inner.get()?;
+        // Re-entering the VM that is answering is refused instead of hanging.
+        Some(match vm.context_count() {
+            Err(ProxyError::Reentrant { .. }) => b"refused".to_vec(),
+            other => format!("{other:?}").into_bytes(),
+        })
+    });
+    let (vm, plugin) = start(&host, services, "headers");
+    let _ = slot.set(vm.clone());
+    let http = plugin.http_context().unwrap();
+    assert_eq!(http.property("embedder.value").unwrap().as_deref(), Some(&b"refused"[..]));
+}

@@ -212,7 +212,8 @@ impl ContextBase {
         let key = properties::key_of_dotted(path);
         let segments: Vec<&[u8]> = key.split(|b| *b == 0).collect();
         let mut core = self.plugin.vm.lock()?;
-        Ok(properties::lookup(core.state(), self.id, &segments))
+        let id = self.id;
+        Ok(core.as_running(|state| properties::lookup(state, id, &segments)))
     }
 
     fn set_property(&self, path: &str, value: &[u8]) -> ProxyResult<()> {

@@ -304,6 +304,15 @@ impl VmCore {
         }
     }
 
+    /// Runs `f` on the host state as if guest code were running, so that an embedder callback it reaches
+    /// (the property handler) gets [`ProxyError::Reentrant`] if it calls back into this VM.
+    pub(crate) fn as_running<T>(&mut self, f: impl FnOnce(&mut HostState) -> T) -> T {
+        let previous = RUNNING.replace(self.serial);
+        let result = f(self.store.data_mut());
+        RUNNING.set(previous);
+        result
+    }
+
     pub(crate) fn state(&mut self) -> &mut HostState {
         self.store.data_mut()
     }

@@ -237,6 +237,40 @@ pub enum BcvError {
         /// The container and what happened.
         message: String,
     },
+    /// A Proxy-Wasm module was refused: not wasm, no ABI marker, no allocator, or imports the host lacks.
+    #[error("invalid module: {message}")]
+    InvalidModule {
+        /// The module's name and what is wrong.
+        message: String,
+    },
+    /// A Proxy-Wasm plugin was not accepted: its canary or its real `on_vm_start`/`on_configure` failed
+    /// or returned false. The VM keeps working.
+    #[error("plugin rejected: {message}")]
+    PluginRejected {
+        /// The plugin's name.
+        plugin: String,
+        /// The whole message, with the reason.
+        message: String,
+    },
+    /// A Proxy-Wasm VM could not start, or has failed (a trap, its CPU deadline, its memory cap).
+    #[error("vm failed: {message}")]
+    VmFailed {
+        /// The VM id and the failure.
+        message: String,
+    },
+    /// The Proxy-Wasm context has finished (`finish()` ran): it takes no more calls.
+    #[error("context finished: {message}")]
+    ContextFinished {
+        /// The context and what was refused.
+        message: String,
+    },
+    /// A Proxy-Wasm service callback called back into the VM that is running it; refused instead of
+    /// deadlocking.
+    #[error("reentrant call: {message}")]
+    Reentrant {
+        /// The VM concerned.
+        message: String,
+    },
     /// SQLite reported an error; `code` is its extended result code (e.g. 19 constraint, 517 busy snapshot).
     #[error("sqlite error {code}: {message}")]
     Sqlite {

@@ -9,12 +9,17 @@
 //! waker-based, and what needs tokio (the connect itself, `closeAndWait`'s timer) runs on core's own
 //! executor while the exported future only awaits it. Swift task cancellation is not forwarded to Rust
 //! futures by UniFFI, so cancellable calls take a [`CancelToken`](node::CancelToken).
+//!
+//! The Proxy-Wasm host (`bcv_core::proxy`, feature `proxy`) is in `src/proxy.rs`: `ProxyHost` → `ProxyVm` →
+//! `ProxyPlugin` → `ProxyHttpContext` / `ProxyTcpContext`, with the application's services as one foreign
+//! trait ([`ProxyServicesCallback`]).
 
 mod daemon;
 mod error;
 mod future;
 mod lease;
 mod node;
+mod proxy;
 mod resource;
 mod scope;
 mod secure;
@@ -29,6 +34,12 @@ pub use error::{BcvError, CloseReason, ClosedInfo, NodeState};
 pub use future::{FuturePair, FutureReader, FutureWriter, future_pair};
 pub use lease::{Lease, lease_expires_in_ms};
 pub use node::CancelToken;
+pub use proxy::{
+    ProxyAction, ProxyCalloutReply, ProxyFailure, ProxyFailureKind, ProxyGrpcCallout, ProxyHeader, ProxyHost,
+    ProxyHostConfig, ProxyHttpCallout, ProxyHttpContext, ProxyLocalResponse, ProxyLogLevel, ProxyLogRecord,
+    ProxyMetric, ProxyMetricKind, ProxyModule, ProxyPeer, ProxyPlugin, ProxyPluginConfig, ProxyPropertyRequest,
+    ProxyServiceError, ProxyServicesCallback, ProxySharedValue, ProxyStream, ProxyTcpContext, ProxyVm, ProxyVmConfig,
+};
 pub use resource::{
     FileDone, FileSink, Resource, ResourceStream, aead_decrypt, aead_encrypt, gzip_compress, gzip_decompress,
     read_file, write_file,
