@@ -189,6 +189,9 @@ static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
 pub(crate) struct VmCore {
     pub store: Store<HostState>,
     pub exports: Exports,
+    /// The instance, for exports outside the ABI (the `fuzzing` feature's entry point).
+    #[cfg_attr(not(feature = "fuzzing"), allow(dead_code))]
+    instance: wasmtime::Instance,
     pub vm_started: bool,
     pub failed: Option<FailReason>,
     serial: u64,
@@ -238,7 +241,7 @@ fn instantiate(module: &PluginModule, shared: Arc<VmShared>, canary: bool, seria
         Err(e) => return Err(classify(&mut store, &e, memory_limit)),
     };
     let exports = Exports::resolve(&mut store, &instance, abi).map_err(FailReason::Internal)?;
-    Ok(VmCore { store, exports, vm_started: false, failed: None, serial, deadline_ticks, memory_limit })
+    Ok(VmCore { store, exports, instance, vm_started: false, failed: None, serial, deadline_ticks, memory_limit })
 }
 
 /// Names the cause of a guest error.
@@ -794,5 +797,46 @@ pub(crate) fn flow_after(core: &mut VmCore, context: u32, stream: StreamType, pa
             (Flow::Paused, false) => *flow = Flow::Open,
             _ => {}
         }
+    }
+}
+
+#[cfg(feature = "fuzzing")]
+impl Vm {
+    /// Fuzzing only (Cargo feature `fuzzing`): calls the `fuzz_guest` test module's `fuzz_call(which, args)`
+    /// export as a callback of context `context` — `data` is copied to the start of its `fuzz_scratch()`
+    /// buffer and the 12 `args` right after it; `args[i]` gets the buffer's address added when bit `i` of
+    /// `relative` is set, so it points into `data` — so a fuzz target reaches every host function with
+    /// arbitrary arguments. Returns the host function's status, or the VM's failure.
+    ///
+    /// Errors: [`ProxyError::InvalidState`] when the module has no `fuzz_call`/`fuzz_scratch` or `data` does
+    /// not fit the 4 KiB scratch buffer; [`ProxyError::VmFailed`]; [`ProxyError::Reentrant`].
+    #[doc(hidden)]
+    pub fn fuzz_call(&self, context: u32, which: i32, args: [i32; 12], relative: u16, data: &[u8]) -> ProxyResult<i32> {
+        const SCRATCH_SIZE: usize = 4096;
+        let invalid = |reason: &str| ProxyError::InvalidState { context: format!("vm {}", self.inner.id), reason: reason.into() };
+        let mut core = self.inner.lock()?;
+        let instance = core.instance;
+        let scratch = instance
+            .get_typed_func::<(), i32>(&mut core.store, "fuzz_scratch")
+            .map_err(|_| invalid("no fuzz_scratch export"))?;
+        let call = instance
+            .get_typed_func::<(i32, i32), i32>(&mut core.store, "fuzz_call")
+            .map_err(|_| invalid("no fuzz_call export"))?;
+        if data.len() + args.len() * 4 > SCRATCH_SIZE {
+            return Err(invalid("fuzz data does not fit the scratch buffer"));
+        }
+        let base = core.call(&Some(scratch), context, ()).map_err(|r| self.inner.failed_error(r))?.unwrap_or(0);
+        let memory = core.store.data().memory.ok_or_else(|| invalid("no memory"))?;
+        let args_at = base as usize + data.len().next_multiple_of(4);
+        let mut bytes = data.to_vec();
+        bytes.resize(args_at - base as usize, 0);
+        for (i, arg) in args.into_iter().enumerate() {
+            let arg = if relative & (1 << i) != 0 { arg.wrapping_add(base) } else { arg };
+            bytes.extend_from_slice(&arg.to_le_bytes());
+        }
+        memory.write(&mut core.store, base as usize, &bytes).map_err(|_| invalid("scratch outside memory"))?;
+        let status = core.call(&Some(call), context, (which, args_at as i32));
+        self.inner.settle(&mut core);
+        status.map(|s| s.unwrap_or(0)).map_err(|r| self.inner.failed_error(r))
     }
 }
