@@ -813,7 +813,8 @@ impl Vm {
     #[doc(hidden)]
     pub fn fuzz_call(&self, context: u32, which: i32, args: [i32; 12], relative: u16, data: &[u8]) -> ProxyResult<i32> {
         const SCRATCH_SIZE: usize = 4096;
-        let invalid = |reason: &str| ProxyError::InvalidState { context: format!("vm {}", self.inner.id), reason: reason.into() };
+        let invalid =
+            |reason: &str| ProxyError::InvalidState { context: format!("vm {}", self.inner.id), reason: reason.into() };
         let mut core = self.inner.lock()?;
         let instance = core.instance;
         let scratch = instance
