@@ -1,5 +1,5 @@
 //! Fuzzes the Proxy-Wasm host functions with arbitrary arguments, through the `fuzz_guest` test module
-//! (tests/proxy-plugins/fuzz_guest; its path comes from `BCV_FUZZ_GUEST`, set by scripts/fuzz-proxy.sh).
+//! (tests/proxy-plugins/fuzz_guest; its path comes from `BCV_FUZZ_GUEST`, set by scripts/fuzz.sh).
 //!
 //! Input: byte 0 picks the host function (index into fuzz_guest's `HOSTCALLS`), bytes 1–2 (little endian)
 //! say which of the 12 arguments are offsets into the data (so pointers often land in guest memory), bytes
