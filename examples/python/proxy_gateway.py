@@ -53,8 +53,9 @@ def make_gateway(plugin: bcv.ProxyPlugin, upstream: Tuple[str, int]) -> type:
                 action = exchange.on_request_headers(headers, end_of_stream=True)
                 if action == "local_response":
                     reply = action.response
-                    self.answer(reply.status, reply.headers, reply.body)
+                    # Finish first, so the access log and the metric are written once the client has its answer.
                     exchange.finish()
+                    self.answer(reply.status, reply.headers, reply.body)
                     return
                 if action != "continue":
                     self.answer(502, [], b"the filter stopped the request\n")
@@ -79,8 +80,9 @@ def make_gateway(plugin: bcv.ProxyPlugin, upstream: Tuple[str, int]) -> type:
                 exchange.on_response_body(body, end_of_stream=True)
                 out = exchange.response_headers()
                 status = int(dict(out).get(":status", "502"))
-                self.answer(status, [p for p in out if not p[0].startswith(":")], exchange.take_response_body())
+                body = exchange.take_response_body()
                 exchange.finish()
+                self.answer(status, [p for p in out if not p[0].startswith(":")], body)
 
         def answer(self, status: int, headers: List[Tuple[str, str]], body: bytes) -> None:
             self.send_response(status)
