@@ -2,7 +2,8 @@
 # Builds the Node binding (bindings/node) and runs its tests. Idempotent; run from anywhere.
 # Respects CARGO_TARGET_DIR. Builds in release (the timing scenarios, T15 among them, measure the real
 # thing); BCV_NODE_RELEASE=0 gives a faster debug build. Starts Azurite (scripts/servers.sh) for the VFS test,
-# then runs the tests and every example in examples/node. Exits non-zero on failure.
+# builds the Proxy-Wasm test plugin (scripts/build-proxy-plugins.sh), then runs the tests and every example
+# in examples/node. Exits non-zero on failure.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,6 +35,13 @@ if [ -z "${BCV_TEST_AZURE_VFS_URL:-}" ]; then
   bcv_start_azurite
   export BCV_REQUIRE_SERVERS=1
 fi
+
+# The Proxy-Wasm test plugin (tests/proxy-plugins/testkit, built from source for wasm32-wasip1):
+# __test__/proxy.test.mjs reads its path from BCV_TEST_PROXY_PLUGIN, as the C suite does.
+# examples/node/proxy-gateway.mjs runs the example filter (examples/proxy-plugin) from the same build.
+plugins="$("$root/scripts/build-proxy-plugins.sh")"
+export BCV_TEST_PROXY_PLUGIN="${BCV_TEST_PROXY_PLUGIN:-$plugins/testkit.wasm}"
+export BCV_PROXY_EXAMPLE_PLUGIN="${BCV_PROXY_EXAMPLE_PLUGIN:-$plugins/edge_filter.wasm}"
 
 npm test
 

@@ -9,6 +9,31 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/**
+ * The answer channel of a callout, handed to the callout's JS function. Answer it once, at any time:
+ * `respond(response)` or `fail()`. Garbage-collecting it unanswered fails the call; a reply after the
+ * plugin's timeout is ignored.
+ */
+export declare class CalloutReplyHandle {
+  /** True for the reply of a gRPC callout. */
+  get grpc(): boolean
+  /** True once `respond()` or `fail()` was called. */
+  get answered(): boolean
+  /**
+   * Delivers the response to the plugin. HTTP: `{ status = 200, headers, body, trailers }` (`status`
+   * becomes the `:status` header unless `headers` has one). gRPC: `{ status = 0, statusMessage,
+   * initialMetadata, message, trailingMetadata }` (the message reaches the plugin only with status 0).
+   * Throws `BCV_ALREADY_TAKEN` when the callout was already answered, `BCV_INVALID_ARGUMENT` for a
+   * malformed response (the callout stays unanswered).
+   */
+  respond(response: object): void
+  /**
+   * Tells the plugin the call failed (HTTP: no response; gRPC: status 14, UNAVAILABLE). Throws
+   * `BCV_ALREADY_TAKEN` when the callout was already answered.
+   */
+  fail(): void
+}
+
 /** The operations on one container, without a cache. Not constructed from JS: `openContainer` makes it. */
 export declare class ContainerHandle {
   /** The container as shown in errors: its URL without secrets. */
@@ -109,7 +134,8 @@ export declare class Handle {
   get id(): number
   /**
    * `'ReadStream' | 'WriteStream' | 'Resource' | 'TcpListener' | 'TcpSocket' | 'FutureReader' | 'FutureWriter'
-   * | 'HttpServer' | 'IncomingMessage' | 'Trailers' | 'TlsSession' | 'Vfs' | 'Database' | 'VfsJob'`.
+   * | 'HttpServer' | 'IncomingMessage' | 'Trailers' | 'TlsSession' | 'Vfs' | 'Database' | 'VfsJob'
+   * | 'ProxyHost' | 'ProxyVm' | 'ProxyPlugin' | 'ProxyHttpContext' | 'ProxyTcpContext'`.
    */
   get kind(): string
   /** A short label such as `'pipe reader'` or `'gzip compress'`. */
@@ -217,6 +243,140 @@ export declare class Handle {
    * connection. Throws as `respond`; rejects with `BCV_CLOSED` if the exchange ends first.
    */
   respondWith(status: number, headers: Array<[string, string]>, body: Uint8Array): Promise<void>
+  /**
+   * Compiles (or loads from the module cache) and checks a plugin module off the JS thread. Rejects with
+   * `BCV_PROXY_INVALID_MODULE` (not a Proxy-Wasm module, bad imports, or not wasm at all: `stage` is
+   * `'validate'` or `'compile'`), `BCV_IO` when the cache directory cannot be written. Throws `BCV_CLOSED`
+   * once the host is closed.
+   */
+  proxyLoadModule(name: string, wasm: Uint8Array): Promise<ProxyModuleHandle>
+  /**
+   * Starts a VM of `module` (instantiation and the guest's start functions run off the JS thread):
+   * resolves with a `ProxyVm` handle. `environment` is `[name, value]` pairs (or an object) the guest
+   * sees through WASI; `services` holds the JS functions (see `lib/proxy.js`). Rejects with
+   * `BCV_PROXY_VM_START`, `BCV_CLOSED` when the host is closed.
+   */
+  proxyStartVm(module: ProxyModuleHandle, vmId: string, configuration: Uint8Array, environment: Array<[string, string]> | Record<string, string> | null | undefined, services: object | null | undefined): Promise<Handle>
+  /** Every metric plugins of this host defined, in definition order. */
+  proxyMetrics(): Array<ProxyMetric>
+  /** One metric by name, or `null`. */
+  proxyMetric(name: string): ProxyMetric | null
+  /** Shared data `key` of VM id `vmId`: `{ value, cas }`, or `null`. */
+  proxySharedData(vmId: string, key: Uint8Array): ProxySharedValue | null
+  /**
+   * Sets shared data as a plugin would (`cas` 0: unconditional) and returns the new CAS token. Throws
+   * `BCV_CONFLICT` when `cas` is stale.
+   */
+  proxySetSharedData(vmId: string, key: Uint8Array, value: Uint8Array, cas: number): number
+  /** Removes shared data `key`; true when it existed. */
+  proxyRemoveSharedData(vmId: string, key: Uint8Array): boolean
+  /** The keys of VM id `vmId`'s shared data, sorted. */
+  proxySharedDataKeys(vmId: string): Array<Buffer>
+  /**
+   * Enqueues `item` on shared queue `queue` of `vmId` (its registrant's `on_queue_ready` runs). Throws
+   * `BCV_NOT_FOUND` when no plugin registered the queue.
+   */
+  proxyEnqueue(vmId: string, queue: string, item: Uint8Array): void
+  /** Items waiting in shared queue `queue` of `vmId`, or `null` when it is not registered. */
+  proxyQueueLength(vmId: string, queue: string): number | null
+  /** The host's limits: `{ memoryLimit, callbackDeadlineMs, pooling, maxInstances, moduleCacheDir }`. */
+  proxyHostConfig(): { memoryLimit: number, callbackDeadlineMs: number, pooling: boolean, maxInstances: number, moduleCacheDir: string | null }
+  /** The VM id. */
+  proxyVmId(): string
+  /**
+   * Adds a plugin (a canary instance runs its start and configure first): resolves with a `ProxyPlugin`
+   * handle. `properties` are `[path, value]` pairs (or an object) the plugin can read. Rejects with
+   * `BCV_PROXY_PLUGIN_REJECTED`, `BCV_PROXY_VM_FAILED`, `BCV_CLOSED`.
+   */
+  proxyAddPlugin(name: string, rootId: string, configuration: Uint8Array, failOpen: boolean, properties: Array<[string, string | Uint8Array]> | Record<string, string | Uint8Array> | null | undefined): Promise<Handle>
+  /**
+   * Why the VM (of this VM or plugin handle) failed — `{ kind, message, … }` — or `null` while it works.
+   * Never waits for the VM.
+   */
+  proxyFailure(): { kind: string, message: string, limit?: number, function?: string, phase?: string, exitCode?: number } | null
+  /** Takes the log records the VM kept since the last call (the most recent 4096). Never waits for the VM. */
+  proxyTakeLogs(): Array<ProxyLogRecord>
+  /** Bytes of linear memory the VM's instance has now. */
+  proxyMemorySize(): Promise<number>
+  /** Number of live contexts of the VM (root and stream contexts). */
+  proxyContextCount(): Promise<number>
+  /**
+   * Resolves `true` once nothing (tick, queue notification, callout response) is being delivered to the
+   * VM or queued for it, `false` after `timeoutMs`.
+   */
+  proxyWaitIdle(timeoutMs: number): Promise<boolean>
+  /** The plugin's name. */
+  proxyPluginName(): string
+  /** The plugin's root context id. */
+  proxyRootContextId(): number
+  /** True when traffic passes unfiltered after a VM failure. */
+  proxyFailOpen(): boolean
+  /**
+   * Creates a stream context of the plugin (its `on_context_create` runs off the JS thread): resolves with
+   * a `ProxyHttpContext` handle, or a `ProxyTcpContext` with `tcp`. Rejects with `BCV_CLOSED`.
+   */
+  proxyNewContext(tcp: boolean): Promise<Handle>
+  /**
+   * Calls the plugin's `proxy_on_foreign_function(root, functionId, args)`. Rejects with
+   * `BCV_PROXY_VM_FAILED` when the VM failed or the callback trapped.
+   */
+  proxyCallForeignFunction(functionId: number, args: Uint8Array): Promise<void>
+  /** The context id. */
+  proxyContextId(): number
+  /**
+   * Feeds request (or, with `response`, response) headers: resolves with `{ action, localResponse? }`.
+   * A VM failure is not an error: the plugin's policy gives the action. Rejects with
+   * `BCV_PROXY_CONTEXT_FINISHED`, `BCV_CLOSED`.
+   */
+  proxyHeaders(response: boolean, headers: Array<[string, string | Uint8Array]> | Record<string, string | string[]>, endOfStream: boolean): Promise<{ action: 'continue' | 'pause' | 'localResponse' | 'close', localResponse?: { status: number, details: string, body: Buffer, headers: Array<[string, string]>, grpcStatus: number | null } }>
+  /** Feeds a request (or response) body chunk, appended to the body the plugin sees. */
+  proxyBody(response: boolean, chunk: Uint8Array, endOfStream: boolean): Promise<{ action: 'continue' | 'pause' | 'localResponse' | 'close', localResponse?: { status: number, details: string, body: Buffer, headers: Array<[string, string]>, grpcStatus: number | null } }>
+  /** Feeds request (or response) trailers. */
+  proxyTrailers(response: boolean, trailers: Array<[string, string | Uint8Array]> | Record<string, string | string[]>): Promise<{ action: 'continue' | 'pause' | 'localResponse' | 'close', localResponse?: { status: number, details: string, body: Buffer, headers: Array<[string, string]>, grpcStatus: number | null } }>
+  /** A TCP connection arrived. */
+  proxyTcpNewConnection(): Promise<{ action: 'continue' | 'pause' | 'localResponse' | 'close', localResponse?: { status: number, details: string, body: Buffer, headers: Array<[string, string]>, grpcStatus: number | null } }>
+  /** Data from the client (or, with `upstream`, from the server), appended to what the plugin sees. */
+  proxyTcpData(upstream: boolean, data: Uint8Array, endOfStream: boolean): Promise<{ action: 'continue' | 'pause' | 'localResponse' | 'close', localResponse?: { status: number, details: string, body: Buffer, headers: Array<[string, string]>, grpcStatus: number | null } }>
+  /** The client (or server) side closed; `peer` is `'unknown' | 'local' | 'remote'`. */
+  proxyTcpClose(upstream: boolean, peer: string): Promise<void>
+  /**
+   * Waits until a paused `stream` (`'request' | 'response' | 'downstream' | 'upstream'`) continues, gets a
+   * local response or is closed: resolves with that action (at once when it is not paused). Rejects with
+   * `BCV_TIMEOUT` after `timeoutMs` (nothing is lost; wait again), `BCV_CLOSED` when the context is closed.
+   */
+  proxyWait(stream: string, timeoutMs: number): Promise<{ action: 'continue' | 'pause' | 'localResponse' | 'close', localResponse?: { status: number, details: string, body: Buffer, headers: Array<[string, string]>, grpcStatus: number | null } }>
+  /**
+   * Reads a header map as the plugin left it: `which` is `'requestHeaders' | 'requestTrailers' |
+   * 'responseHeaders' | 'responseTrailers'`. Resolves with `[name, value]` pairs.
+   */
+  proxyReadHeaders(which: string): Promise<Array<[string, string]>>
+  /**
+   * Takes buffered data as the plugin left it, leaving the buffer empty: `which` is `'requestBody' |
+   * 'responseBody'` (HTTP) or `'downstreamData' | 'upstreamData'` (TCP). Resolves with a `Buffer`.
+   */
+  proxyTakeData(which: string): Promise<Buffer>
+  /**
+   * The local response the plugin sent on this HTTP context (`{ status, details, body, headers,
+   * grpcStatus }`), or `null`.
+   */
+  proxyLocalResponse(): Promise<{ status: number, details: string, body: Buffer, headers: Array<[string, string]>, grpcStatus: number | null } | null>
+  /** A property as the plugin would read it (`'request.path'`, one the plugin set, …): a `Buffer` or `null`. */
+  proxyProperty(path: string): Promise<Buffer | null>
+  /** Sets a property of this context, visible to the plugin. */
+  proxySetProperty(path: string, value: Uint8Array): Promise<void>
+  /**
+   * Finishes the context now (`on_done`, then `on_log` and `on_delete`): resolves `false` when the plugin
+   * deferred them until it calls `proxy_done`.
+   */
+  proxyFinish(): Promise<boolean>
+  /**
+   * Pipes a body through the plugin: `input` (a read stream, consumed) goes chunk by chunk to the request
+   * (or response) body callback and what the plugin lets through comes out of the returned read stream.
+   * It ends cleanly only after the plugin continued the final chunk; a local response, a close, a failed
+   * VM (fail-closed), a pause longer than `pauseTimeoutMs` or a cut-short input ends it with
+   * `BCV_CLOSED`.
+   */
+  proxyFilterBody(response: boolean, input: Handle, pauseTimeoutMs: number): Handle
   /**
    * Starts TLS as a client on this socket: verifies the server's certificate for `serverName` against
    * the PEM roots in `trustedRootsPem`. Takes the socket's streams; resolves with a `TlsSession` handle
@@ -359,6 +519,21 @@ export declare class KeyringHandle {
   rotateTo(keyId: number): void
   /** The id of the key that seals new data. */
   get current(): number
+}
+
+/**
+ * A compiled, checked plugin module (not a node: it lives while something references it). Made by
+ * `proxyLoadModule`; given to `proxyStartVm`.
+ */
+export declare class ProxyModuleHandle {
+  /** The name it was loaded under. */
+  get name(): string
+  /** The Proxy-Wasm ABI version its marker export names: `'0.2.1'`, `'0.2.0'` or `'0.1.0'`. */
+  get abi(): string
+  /** SHA-256 of the wasm bytes, in hex. */
+  get sha256(): string
+  /** True when the compiled code came from the module cache. */
+  get fromCache(): boolean
 }
 
 /**
@@ -559,6 +734,76 @@ export declare function openVfs(options: VfsOptions): Handle
  * Throws `BCV_CLOSED` (`RUNTIME_SHUTDOWN`) after shutdown.
  */
 export declare function pipe(capacity?: number | undefined | null): [Handle, Handle]
+
+/**
+ * Creates a Proxy-Wasm host: a `ProxyHost` handle (the parent of its VMs, plugins and contexts). Throws
+ * `BCV_INVALID_ARGUMENT` for options wasmtime refuses.
+ */
+export declare function proxyHostNew(options?: ProxyHostOptions | undefined | null): Handle
+
+/** Options of `proxyHostNew` (every one optional; core's defaults apply). */
+export interface ProxyHostOptions {
+  /** Most linear memory of one VM, in bytes (default 64 MiB; at least 64 KiB). */
+  memoryLimit?: number
+  /** Most CPU time of one plugin callback, in milliseconds (default 1000). */
+  callbackDeadlineMs?: number
+  /** How often the deadline is checked, in milliseconds (default 2). */
+  epochTickMs?: number
+  /** Use the pooling instance allocator (default true). */
+  pooling?: boolean
+  /** Most VMs alive at once with pooling (default 128). */
+  maxInstances?: number
+  /** A directory for precompiled modules (default: none, every load compiles). */
+  moduleCacheDir?: string
+  /** Most pairs of a header map a plugin hands over (default 1024). */
+  maxHeaderPairs?: number
+  /** Most bytes of a serialized header map (default 1 MiB). */
+  maxHeaderBytes?: number
+  /** Most bytes of one WASI `random_get` (default 64 KiB). */
+  maxRandomBytes?: number
+  /** Most items waiting in one shared queue (default 10 000). */
+  maxQueueItems?: number
+  /** Most guest stack in bytes (default 512 KiB). */
+  maxWasmStack?: number
+}
+
+/** One log line of a plugin. */
+export interface ProxyLogRecord {
+  /** `'trace' | 'debug' | 'info' | 'warn' | 'error' | 'critical'`. */
+  level: string
+  /** The VM's id. */
+  vmId: string
+  /** The plugin's name (empty during VM start). */
+  plugin: string
+  /** The context that logged (0 during start). */
+  contextId: number
+  /** The message (WASI stdout lines arrive as `info`, stderr lines as `error`). */
+  message: string
+}
+
+/** A metric plugins defined, as read now. */
+export interface ProxyMetric {
+  /** The name the plugin gave. */
+  name: string
+  /** `'counter' | 'gauge' | 'histogram'`. */
+  kind: string
+  /** Counter or gauge value; for a histogram, the number of recorded values. */
+  value: number
+  /** Histogram only: the sum of recorded values. */
+  sum: number
+  /** Histogram only: the smallest recorded value (0 when none). */
+  min: number
+  /** Histogram only: the largest recorded value (0 when none). */
+  max: number
+}
+
+/** A value of shared data with the token a conditional write must present. */
+export interface ProxySharedValue {
+  /** The bytes. */
+  value: Buffer
+  /** The compare-and-swap token. */
+  cas: number
+}
 
 /** Streams the file at `path`: `[resource, stream]`. Throws `BCV_IO` naming the path. */
 export declare function readFile(path: string): [Handle, Handle]

@@ -835,10 +835,12 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.CalloutReplyHandle = nativeBinding.CalloutReplyHandle
 module.exports.ContainerHandle = nativeBinding.ContainerHandle
 module.exports.DaemonHandle = nativeBinding.DaemonHandle
 module.exports.Handle = nativeBinding.Handle
 module.exports.KeyringHandle = nativeBinding.KeyringHandle
+module.exports.ProxyModuleHandle = nativeBinding.ProxyModuleHandle
 module.exports.Scope = nativeBinding.Scope
 module.exports.SecureHandle = nativeBinding.SecureHandle
 module.exports.Statement = nativeBinding.Statement
@@ -858,6 +860,7 @@ module.exports.init = nativeBinding.init
 module.exports.openContainer = nativeBinding.openContainer
 module.exports.openVfs = nativeBinding.openVfs
 module.exports.pipe = nativeBinding.pipe
+module.exports.proxyHostNew = nativeBinding.proxyHostNew
 module.exports.readFile = nativeBinding.readFile
 module.exports.reaperFlush = nativeBinding.reaperFlush
 module.exports.scope = nativeBinding.scope

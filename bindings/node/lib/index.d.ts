@@ -53,7 +53,13 @@ export type BcvErrorCode =
   | 'BCV_DAEMON_GONE'
   | 'BCV_DAEMON'
   | 'BCV_LEASE_HELD'
-  | 'BCV_LEASE_LOST';
+  | 'BCV_LEASE_LOST'
+  | 'BCV_PROXY_INVALID_MODULE'
+  | 'BCV_PROXY_VM_START'
+  | 'BCV_PROXY_VM_FAILED'
+  | 'BCV_PROXY_PLUGIN_REJECTED'
+  | 'BCV_PROXY_CONTEXT_FINISHED'
+  | 'BCV_PROXY_REENTRANT';
 
 /** SQLite's name of a result code, e.g. `'SQLITE_CONSTRAINT_UNIQUE'`, `'SQLITE_BUSY'`. */
 export type SqliteErrorCode = `SQLITE_${string}`;
@@ -170,6 +176,48 @@ export declare class LeaseHeldError extends BcvError {
 export declare class LeaseLostError extends BcvError {
   readonly code: 'BCV_LEASE_LOST';
   readonly container: string;
+}
+
+/**
+ * A Proxy-Wasm module was refused: not wasm (`stage: 'compile'`), or not a usable Proxy-Wasm module — no ABI
+ * marker, no allocator, no memory, imports the host lacks (`stage: 'validate'`).
+ */
+export declare class InvalidModuleError extends BcvError {
+  readonly code: 'BCV_PROXY_INVALID_MODULE';
+  /** The name the module was loaded under. */
+  readonly module: string;
+  /** What is wrong. */
+  readonly why: string;
+  readonly stage: 'compile' | 'validate';
+}
+/** A Proxy-Wasm VM could not start: instantiation or the guest's start code failed. */
+export declare class VmStartError extends BcvError {
+  readonly code: 'BCV_PROXY_VM_START';
+  readonly vm: string;
+  readonly why: string;
+}
+/** The Proxy-Wasm VM has failed (a trap, its CPU deadline, its memory cap, …); only that VM is affected. */
+export declare class VmFailedError extends BcvError {
+  readonly code: 'BCV_PROXY_VM_FAILED';
+  readonly vm: string;
+  readonly failure: ProxyFailure;
+}
+/** A plugin was not accepted: its canary, start or configure failed or returned false. The VM is unaffected. */
+export declare class PluginRejectedError extends BcvError {
+  readonly code: 'BCV_PROXY_PLUGIN_REJECTED';
+  readonly plugin: string;
+  readonly why: string;
+}
+/** A call on a Proxy-Wasm context that has finished. */
+export declare class ContextFinishedError extends BcvError {
+  readonly code: 'BCV_PROXY_CONTEXT_FINISHED';
+  /** The context, e.g. `'http context 3 of plugin auth'`. */
+  readonly context: string;
+}
+/** A Proxy-Wasm VM was called from one of its own callbacks; refused, since it would deadlock. */
+export declare class ReentrantError extends WouldDeadlockError {
+  readonly code: 'BCV_PROXY_REENTRANT';
+  readonly vm: string;
 }
 
 export interface CloseAndWaitOptions {
@@ -1000,4 +1048,386 @@ export declare class Container {
   leaseHeld(): Promise<Lease | null>;
   /** Holds the lease obtained elsewhere under `token` (nothing is written); rejects with `LeaseLostError`. */
   leaseAdopt(token: string): Promise<Lease>;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Proxy-Wasm host
+
+/** Options of `new ProxyHost()`; every one optional. */
+export interface ProxyHostOptions {
+  /** Most linear memory of one VM in bytes (default 64 MiB, at least 64 KiB). A guest past it fails its VM. */
+  memoryLimit?: number;
+  /**
+   * Most time one plugin callback may take, in milliseconds (default 1000); past it the VM fails
+   * (`cpuDeadline`). A property or foreign function written in JS runs inside this time.
+   */
+  callbackDeadlineMs?: number;
+  /** How often the deadline is checked, in milliseconds (default 2). */
+  epochTickMs?: number;
+  /** Use the pooling instance allocator (default true). */
+  pooling?: boolean;
+  /** Most VMs (and canaries) alive at once with pooling (default 128). */
+  maxInstances?: number;
+  /** A directory for precompiled modules, keyed by hash and engine settings (default: none). */
+  moduleCacheDir?: string;
+  /** Most pairs of a header map a plugin hands over (default 1024). */
+  maxHeaderPairs?: number;
+  /** Most bytes of a serialized header map (default 1 MiB). */
+  maxHeaderBytes?: number;
+  /** Most bytes of one WASI `random_get` (default 64 KiB). */
+  maxRandomBytes?: number;
+  /** Most items waiting in one shared queue (default 10 000). */
+  maxQueueItems?: number;
+  /** Most guest stack in bytes (default 512 KiB). */
+  maxWasmStack?: number;
+}
+
+/** What the embedder does with a stream after a callback. */
+export type ProxyAction = 'continue' | 'pause' | 'localResponse' | 'close';
+
+/** A header value as given to a context: text, bytes, or a number (written as text). */
+export type ProxyHeaderValue = string | Uint8Array | number;
+/**
+ * Header fields as given: `[name, value]` pairs (order and duplicates kept), a `Map` or `Headers` object, or
+ * a plain object whose values are a value or an array of values.
+ */
+export type ProxyHeadersInit =
+  | ReadonlyArray<readonly [string, ProxyHeaderValue]>
+  | Iterable<readonly [string, ProxyHeaderValue]>
+  | Record<string, ProxyHeaderValue | readonly ProxyHeaderValue[]>;
+/** Header fields as read back: `[name, value]` pairs in order, duplicates kept. */
+export type ProxyHeaders = Array<[string, string]>;
+
+/** A response a plugin sent instead of forwarding (or the 503 of a fail-closed plugin of a failed VM). */
+export interface ProxyLocalResponse {
+  status: number;
+  /** Details for logs (not sent to the client). */
+  details: string;
+  body: Buffer;
+  /** Extra response headers. */
+  headers: ProxyHeaders;
+  /** The gRPC status, for a gRPC reply. */
+  grpcStatus: number | null;
+}
+
+/** Why a VM failed. */
+export interface ProxyFailure {
+  kind:
+    | 'trap'
+    | 'cpuDeadline'
+    | 'memoryLimit'
+    | 'restrictedHostcall'
+    | 'procExit'
+    | 'allocatorFailed'
+    | 'vmStartRefused'
+    | 'internal';
+  /** E.g. `'trap: … unreachable …'`. */
+  message: string;
+  /** `memoryLimit`: the cap in bytes. */
+  limit?: number;
+  /** `restrictedHostcall`: the host function and where it was called (`'start'`, `'allocator'`). */
+  function?: string;
+  phase?: string;
+  /** `procExit`: the exit code. */
+  exitCode?: number;
+}
+
+/** A metric plugins defined. */
+export interface ProxyMetric {
+  name: string;
+  kind: 'counter' | 'gauge' | 'histogram';
+  /** Counter or gauge value; for a histogram, the number of recorded values. */
+  value: number;
+  /** Histogram only: sum, smallest and largest recorded value. */
+  sum: number;
+  min: number;
+  max: number;
+}
+
+/** One log line of a plugin. WASI stdout lines arrive as `info`, stderr lines as `error`. */
+export interface ProxyLogRecord {
+  level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'critical';
+  vmId: string;
+  /** Empty during VM start. */
+  plugin: string;
+  /** 0 during VM start. */
+  contextId: number;
+  message: string;
+}
+
+/** An HTTP callout a plugin dispatched. */
+export interface HttpCalloutInfo {
+  /** The id the plugin got back. */
+  callId: number;
+  /** The upstream (cluster) name the plugin asked for. */
+  upstream: string;
+  /** The plugin that dispatched it. */
+  plugin: string;
+  /** `:method`, `:path` and `:authority`, or `null`. */
+  method: string | null;
+  path: string | null;
+  authority: string | null;
+  /** Every header, pseudo-headers included. */
+  headers: ProxyHeaders;
+  body: Buffer;
+  trailers: ProxyHeaders;
+  /** How long the plugin waits; after that it is told the call failed and a late reply is ignored. */
+  timeoutMs: number;
+}
+
+/** A gRPC unary callout a plugin dispatched. */
+export interface GrpcCalloutInfo {
+  callId: number;
+  upstream: string;
+  plugin: string;
+  /** Fully qualified service name. */
+  service: string;
+  method: string;
+  initialMetadata: ProxyHeaders;
+  /** The serialized request message. */
+  message: Buffer;
+  timeoutMs: number;
+}
+
+/** The response to an HTTP callout. */
+export interface HttpCalloutResponse {
+  /** Becomes `:status` unless `headers` has one (default 200). */
+  status?: number;
+  headers?: ProxyHeadersInit;
+  body?: Uint8Array | string;
+  trailers?: ProxyHeadersInit;
+}
+
+/** The response to a gRPC callout. */
+export interface GrpcCalloutResponse {
+  /** gRPC status (default 0, OK); the plugin gets `message` only with 0. */
+  status?: number;
+  statusMessage?: string;
+  initialMetadata?: ProxyHeadersInit;
+  message?: Uint8Array | string;
+  trailingMetadata?: ProxyHeadersInit;
+}
+
+/**
+ * The answer channel of a callout: answer once, at any time, from any async code. Unanswered, the call fails
+ * at the plugin's timeout (or when the reply is garbage-collected); a reply after the timeout is ignored.
+ */
+export declare class CalloutReply {
+  private constructor();
+  /** True for the reply of a gRPC callout. */
+  readonly grpc: boolean;
+  /** True once answered. */
+  readonly answered: boolean;
+  /** Delivers the response; throws `BcvError` (`BCV_ALREADY_TAKEN`) when already answered. */
+  respond(response?: HttpCalloutResponse | GrpcCalloutResponse): void;
+  /** Tells the plugin the call failed (HTTP: no response; gRPC: status 14); `BCV_ALREADY_TAKEN` when answered. */
+  fail(): void;
+}
+
+/** A property lookup the VM could not answer from its own tables. */
+export interface PropertyRequest {
+  /** The path segments (`['source', 'address']`). */
+  segments: string[];
+  /** The plugin asking. */
+  plugin: string;
+  /** The context asking. */
+  contextId: number;
+}
+
+/**
+ * A VM's services, all optional. They run on the JS thread. Callouts and `log` are handed over without the
+ * plugin waiting; `property` and foreign functions answer synchronously (the plugin waits for them, within
+ * its callback deadline) and must not return promises.
+ */
+export interface ProxyServices {
+  /**
+   * An HTTP callout: answer through `reply` now or later. A throw or rejection fails the call (and emits a
+   * process warning, code `BCV_PROXY_CALLOUT`). Without it, callouts are refused at dispatch.
+   */
+  httpCallout?(info: HttpCalloutInfo, reply: CalloutReply): void | Promise<void>;
+  /** A gRPC unary callout, as `httpCallout`. */
+  grpcCallout?(info: GrpcCalloutInfo, reply: CalloutReply): void | Promise<void>;
+  /**
+   * A property the VM does not know (`path` is the dotted path): its value, or `null` for not found (a throw
+   * is not found too).
+   */
+  property?(path: string, request: PropertyRequest): Uint8Array | string | null | undefined;
+  /**
+   * Functions the plugin calls by name (`proxy_call_foreign_function`): the result bytes (`null` is empty).
+   * A throw is INTERNAL_FAILURE for the plugin; a throw of an error with `code: 'BCV_NOT_FOUND'` NOT_FOUND.
+   */
+  foreignFunctions?: Record<string, (args: Buffer) => Uint8Array | string | null | undefined>;
+  /** Every log record, as it is written (a throw surfaces as an uncaught exception). */
+  log?(record: ProxyLogRecord): void;
+}
+
+/** Options of `ProxyHost.startVm()`. */
+export interface StartVmOptions {
+  /** VMs with the same id share shared data and queues (default `''`). */
+  vmId?: string;
+  /** The VM configuration, readable in `on_vm_start`. */
+  configuration?: Uint8Array | string;
+  /** Environment variables the guest sees through WASI (the process's own never leak). */
+  environment?: ProxyHeadersInit;
+  services?: ProxyServices;
+}
+
+/** Options of `Vm.addPlugin()`. */
+export interface PluginConfig {
+  /** The plugin's name (logs, metrics, property `plugin_name`). */
+  name?: string;
+  /** The root id (property `plugin_root_id`); default: `name`. */
+  rootId?: string;
+  /** The plugin configuration, readable in `on_configure`. */
+  configuration?: Uint8Array | string;
+  /**
+   * When the VM fails: `true` lets traffic through unfiltered; `false` (default) answers HTTP with a local
+   * 503 and closes TCP connections.
+   */
+  failOpen?: boolean;
+  /** Properties the plugin can read (`'a.b'` → value), before the `property` service. */
+  properties?: ProxyHeadersInit;
+}
+
+/** A compiled, checked plugin module (not a handle). */
+export declare class ProxyModule {
+  private constructor();
+  readonly host: ProxyHost;
+  readonly name: string;
+  /** The Proxy-Wasm ABI version it was built for. */
+  readonly abi: '0.2.1' | '0.2.0' | '0.1.0';
+  /** SHA-256 of the wasm bytes, in hex. */
+  readonly sha256: string;
+  /** True when the compiled code came from the module cache. */
+  readonly fromCache: boolean;
+}
+
+/**
+ * The Proxy-Wasm host: one wasmtime engine with its limits, the module cache, and what VMs share (metrics,
+ * shared data and queues by VM id). `close()` closes every VM, plugin and context under it.
+ */
+export declare class ProxyHost extends Handle {
+  /** Throws `BcvError` (`BCV_INVALID_ARGUMENT`) for options wasmtime refuses. */
+  constructor(options?: ProxyHostOptions);
+  readonly config: {
+    memoryLimit: number;
+    callbackDeadlineMs: number;
+    pooling: boolean;
+    maxInstances: number;
+    moduleCacheDir: string | null;
+  };
+  /** Compiles (or loads from the cache) and checks a module off the JS thread; rejects with `InvalidModuleError`. */
+  loadModule(name: string, wasm: Uint8Array | ArrayBuffer): Promise<ProxyModule>;
+  /** Starts a VM; rejects with `VmStartError`, `ClosedError`. */
+  startVm(module: ProxyModule, options?: StartVmOptions): Promise<Vm>;
+  /** Every metric plugins defined, in definition order. */
+  metrics(): ProxyMetric[];
+  metric(name: string): ProxyMetric | null;
+  /** Shared data of VM id `vmId`, with its CAS token. */
+  sharedData(vmId: string, key: Uint8Array | string): { value: Buffer; cas: number } | null;
+  /** Sets shared data (`cas` 0, the default: unconditional); returns the new CAS token; `ConflictError` when stale. */
+  setSharedData(vmId: string, key: Uint8Array | string, value: Uint8Array | string, cas?: number): number;
+  removeSharedData(vmId: string, key: Uint8Array | string): boolean;
+  /** The keys, sorted. */
+  sharedDataKeys(vmId: string): Buffer[];
+  /** Enqueues on a shared queue a plugin registered (`BCV_NOT_FOUND` otherwise); its `on_queue_ready` runs. */
+  enqueue(vmId: string, queue: string, item: Uint8Array | string): void;
+  /** Items waiting, or `null` when the queue is not registered. */
+  queueLength(vmId: string, queue: string): number | null;
+}
+
+/** A running VM holding plugins. A trap or an exceeded limit fails the VM, never the host. */
+export declare class Vm extends Handle {
+  private constructor();
+  readonly host: ProxyHost;
+  readonly module: ProxyModule;
+  readonly vmId: string;
+  /** Adds a plugin after a canary run; rejects with `PluginRejectedError`, `VmFailedError`. */
+  addPlugin(config?: PluginConfig): Promise<Plugin>;
+  /** Why the VM failed, or `null`. Never waits. */
+  failure(): ProxyFailure | null;
+  /** Takes the log records kept since the last call (the most recent 4096). Never waits. */
+  takeLogs(): ProxyLogRecord[];
+  /** Bytes of linear memory the instance has. */
+  memorySize(): Promise<number>;
+  /** Live contexts (root and stream). */
+  contextCount(): Promise<number>;
+  /** `true` once nothing is delivered to or queued for the VM (ticks, queues, callout responses). */
+  waitIdle(timeoutMs?: number): Promise<boolean>;
+}
+
+/** A plugin (root context) of a VM. */
+export declare class Plugin extends Handle {
+  private constructor();
+  readonly vm: Vm;
+  readonly name: string;
+  readonly rootContextId: number;
+  readonly failOpen: boolean;
+  /** The VM's failure, or `null`. */
+  failure(): ProxyFailure | null;
+  httpContext(): Promise<HttpContext>;
+  tcpContext(): Promise<TcpContext>;
+  /** Calls the plugin's `proxy_on_foreign_function`; rejects with `VmFailedError` if it traps. */
+  callForeignFunction(functionId: number, args?: Uint8Array | string): Promise<void>;
+}
+
+/**
+ * A stream context. Calls on one context run in the order they were made. Releasing or closing it finishes
+ * it (`on_done`, `on_log`, `on_delete`).
+ */
+declare abstract class ProxyStreamContext extends Handle {
+  readonly plugin: Plugin;
+  readonly contextId: number;
+  /** The local response the last `'localResponse'` action carried, or `null`. */
+  localResponse(): ProxyLocalResponse | null;
+  /** A property as the plugin would read it (`'request.path'`, …). */
+  property(path: string): Promise<Buffer | null>;
+  /** Sets a property of this context, visible to the plugin. */
+  setProperty(path: string, value: Uint8Array | string): Promise<void>;
+  /** Finishes now; `false` when the plugin deferred the end (`proxy_done` later). */
+  finish(): Promise<boolean>;
+}
+
+/**
+ * An HTTP exchange through a plugin. Each feeding call resolves with the action. A VM failure is not an
+ * error: the plugin's fail-open/closed policy gives the action. Rejects with `ContextFinishedError`,
+ * `ClosedError`.
+ */
+export declare class HttpContext extends ProxyStreamContext {
+  private constructor();
+  onRequestHeaders(headers: ProxyHeadersInit, endOfStream?: boolean): Promise<ProxyAction>;
+  onRequestBody(chunk: Uint8Array | string, endOfStream?: boolean): Promise<ProxyAction>;
+  onRequestTrailers(trailers: ProxyHeadersInit): Promise<ProxyAction>;
+  onResponseHeaders(headers: ProxyHeadersInit, endOfStream?: boolean): Promise<ProxyAction>;
+  onResponseBody(chunk: Uint8Array | string, endOfStream?: boolean): Promise<ProxyAction>;
+  onResponseTrailers(trailers: ProxyHeadersInit): Promise<ProxyAction>;
+  /**
+   * Waits for a paused stream (default: the one fed last) to continue, reply locally or close; rejects with
+   * `TimeoutError` after `timeoutMs` (default 5000; nothing is lost).
+   */
+  wait(timeoutMs?: number, stream?: 'request' | 'response'): Promise<ProxyAction>;
+  requestHeaders(): Promise<ProxyHeaders>;
+  requestTrailers(): Promise<ProxyHeaders>;
+  responseHeaders(): Promise<ProxyHeaders>;
+  responseTrailers(): Promise<ProxyHeaders>;
+  /** Takes the buffered body as the plugin left it (the buffer is then empty). */
+  takeRequestBody(): Promise<Buffer>;
+  takeResponseBody(): Promise<Buffer>;
+  /** Pipes a body through the plugin (input consumed); the output ends cleanly only if the plugin let it all through. */
+  filterRequestBody(input: ReadStream | Uint8Array | string, options?: { pauseTimeoutMs?: number }): ReadStream;
+  filterResponseBody(input: ReadStream | Uint8Array | string, options?: { pauseTimeoutMs?: number }): ReadStream;
+}
+
+/** A TCP connection through a plugin. */
+export declare class TcpContext extends ProxyStreamContext {
+  private constructor();
+  onNewConnection(): Promise<ProxyAction>;
+  onDownstreamData(data: Uint8Array | string, endOfStream?: boolean): Promise<ProxyAction>;
+  onUpstreamData(data: Uint8Array | string, endOfStream?: boolean): Promise<ProxyAction>;
+  onDownstreamClose(peer?: 'unknown' | 'local' | 'remote'): Promise<void>;
+  onUpstreamClose(peer?: 'unknown' | 'local' | 'remote'): Promise<void>;
+  takeDownstreamData(): Promise<Buffer>;
+  takeUpstreamData(): Promise<Buffer>;
+  /** Waits for a paused direction (default: the one fed last). */
+  wait(timeoutMs?: number, stream?: 'downstream' | 'upstream'): Promise<ProxyAction>;
 }

@@ -15,6 +15,7 @@
  * - Nothing blocks the JS thread: everything that may wait returns a promise. The exception is the
  *   block-cache VFS (`lib/vfs.js`), whose SQL API is synchronous like better-sqlite3's and whose `Vfs`
  *   calls without `Async` wait for the store; its `…Async` calls, jobs and `Container` return promises.
+ * - The Proxy-Wasm host (`lib/proxy.js`): every call that runs plugin code returns a promise.
  *
  * @module bcv
  */
@@ -146,6 +147,32 @@ class LeaseHeldError extends BcvError {}
  * what needed it was not done.
  */
 class LeaseLostError extends BcvError {}
+/**
+ * A Proxy-Wasm module was refused (`BCV_PROXY_INVALID_MODULE`): not wasm, not a Proxy-Wasm module (no ABI
+ * marker, no allocator, no memory), or it imports what the host lacks. `module` names it, `why` says what is
+ * wrong, `stage` is `'compile'` or `'validate'`.
+ */
+class InvalidModuleError extends BcvError {}
+/** A Proxy-Wasm VM could not start (`BCV_PROXY_VM_START`): instantiation or the guest's start code failed. */
+class VmStartError extends BcvError {}
+/**
+ * The Proxy-Wasm VM has failed (`BCV_PROXY_VM_FAILED`: a trap, its CPU deadline, its memory cap, …);
+ * `failure` is `{ kind, message, … }`. Only that VM is affected; traffic through its plugins fails open or
+ * closed by each plugin's policy.
+ */
+class VmFailedError extends BcvError {}
+/**
+ * A plugin was not accepted (`BCV_PROXY_PLUGIN_REJECTED`): its canary, start or configure failed or returned
+ * false. `plugin` names it, `why` says why; the VM is unaffected.
+ */
+class PluginRejectedError extends BcvError {}
+/** A call on a Proxy-Wasm context that has finished (`BCV_PROXY_CONTEXT_FINISHED`). */
+class ContextFinishedError extends BcvError {}
+/**
+ * A Proxy-Wasm VM was called from one of its own callbacks (`BCV_PROXY_REENTRANT`); that would deadlock, so
+ * it is refused.
+ */
+class ReentrantError extends WouldDeadlockError {}
 
 const errorClasses = {
   BCV_BUSY: BusyError,
@@ -162,6 +189,12 @@ const errorClasses = {
   BCV_DAEMON: DaemonError,
   BCV_LEASE_HELD: LeaseHeldError,
   BCV_LEASE_LOST: LeaseLostError,
+  BCV_PROXY_INVALID_MODULE: InvalidModuleError,
+  BCV_PROXY_VM_START: VmStartError,
+  BCV_PROXY_VM_FAILED: VmFailedError,
+  BCV_PROXY_PLUGIN_REJECTED: PluginRejectedError,
+  BCV_PROXY_CONTEXT_FINISHED: ContextFinishedError,
+  BCV_PROXY_REENTRANT: ReentrantError,
 };
 
 native.init((code, message, details) => {
@@ -824,6 +857,20 @@ const { Vfs, Database, Statement, Job, Container, Keyring, Lease, Daemon } = req
 });
 
 // ---------------------------------------------------------------------------------------------------
+// Proxy-Wasm host (lib/proxy.js)
+
+const { ProxyHost, ProxyModule, Vm, Plugin, HttpContext, TcpContext, CalloutReply } = require('./proxy.js')({
+  native,
+  Handle,
+  kNative,
+  kInspectFields,
+  toBytes,
+  inputOf,
+  ReadStream,
+  DEFAULT_TIMEOUT_MS,
+});
+
+// ---------------------------------------------------------------------------------------------------
 // Functions
 
 function nativeOf(handle, Cls, what) {
@@ -1153,6 +1200,13 @@ module.exports = {
   Keyring,
   Lease,
   Daemon,
+  ProxyHost,
+  ProxyModule,
+  Vm,
+  Plugin,
+  HttpContext,
+  TcpContext,
+  CalloutReply,
   BcvError,
   ClosedError,
   BusyError,
@@ -1170,6 +1224,12 @@ module.exports = {
   DaemonError,
   LeaseHeldError,
   LeaseLostError,
+  InvalidModuleError,
+  VmStartError,
+  VmFailedError,
+  PluginRejectedError,
+  ContextFinishedError,
+  ReentrantError,
   // constants
   CloseReason,
   DEFAULT_CAPACITY,

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::{self, ThreadId};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use napi::sys;
 
@@ -197,6 +197,57 @@ impl JsCallable {
                 Ok(outcome) => return outcome,
                 Err(RecvTimeoutError::Timeout) if bridge.is_alive() => {}
                 Err(_) => return Outcome::Thrown(Thrown::plain("the JS environment of this callable is gone")),
+            }
+        }
+    }
+
+    /// As [`with_js`](Self::with_js), but gives up at `deadline` when the JS thread has not run the call by
+    /// then (it is busy elsewhere): the call is then skipped if it has not started, and `Thrown` is returned.
+    /// For callers that cannot usefully wait longer (a Proxy-Wasm plugin's callback has a CPU deadline).
+    pub(crate) fn with_js_until<R: Send + 'static>(
+        &self,
+        deadline: Instant,
+        f: impl FnOnce(sys::napi_env, sys::napi_value) -> Outcome<R> + Send + 'static,
+    ) -> Outcome<R> {
+        let id = self.key.id;
+        if thread::current().id() == self.thread {
+            return self.with_js(f);
+        }
+        let Some(bridge) = self.bridge.upgrade() else {
+            return Outcome::Thrown(Thrown::plain("the JS environment of this callable is gone"));
+        };
+        let (tx, rx) = sync_channel::<Outcome<R>>(1);
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let skip = abandoned.clone();
+        self.calls.push(Box::new(move |local: &EnvLocal| {
+            if !skip.load(Ordering::Acquire) {
+                let _ = tx.send(run_parked(local, id, f));
+            }
+        }));
+        let queue = Arc::downgrade(&self.calls);
+        bridge.post(Box::new(move |local: &EnvLocal| {
+            if let Some(queue) = queue.upgrade() {
+                queue.drain(local);
+            }
+        }));
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                abandoned.store(true, Ordering::Release);
+                // The call may have finished in the meantime.
+                return rx.try_recv().unwrap_or_else(|_| {
+                    Outcome::Thrown(Thrown::plain("the JS thread did not answer in time (it is busy)"))
+                });
+            }
+            match rx.recv_timeout(left.min(LIVENESS_CHECK)) {
+                Ok(outcome) => return outcome,
+                Err(RecvTimeoutError::Timeout) if bridge.is_alive() => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    return Outcome::Thrown(Thrown::plain("the JS environment of this callable is gone"));
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Outcome::Thrown(Thrown::plain("the JS environment of this callable is gone"));
+                }
             }
         }
     }

@@ -415,7 +415,13 @@ pub(crate) enum Out {
     Fields(Option<bcv_core::handle::HttpFields>),
     /// A report of the block-cache VFS (poll, upload, prefetch, status), keys turned to camelCase.
     Json(serde_json::Value),
+    /// A value built on the JS thread by the closure (results of the Proxy-Wasm host that hold bytes,
+    /// header pairs or native objects).
+    Build(BuildJs),
 }
+
+/// Builds a JS value on the JS thread (see [`Out::Build`]).
+pub(crate) type BuildJs = Box<dyn FnOnce(&EnvLocal) -> napi::Result<sys::napi_value> + Send>;
 
 /// A raw deferred that may travel to another thread and back (it is only used on the JS thread).
 pub(crate) struct Deferred(pub(crate) sys::napi_deferred);

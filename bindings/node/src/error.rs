@@ -13,7 +13,9 @@
 //! `BCV_AUTH` (wrong key, tampered data: `VfsError::Crypto`) and `BCV_SECURE` (a missing key, or a key for a
 //! plaintext container); multi-process mode `BCV_READ_ONLY`, `BCV_DAEMON_GONE` and `BCV_DAEMON`; leases
 //! `BCV_LEASE_HELD` (with `holder`, `expiresUnixMs`, `generation`) and `BCV_LEASE_LOST` (an unreadable lease
-//! object is `BCV_CORRUPT`).
+//! object is `BCV_CORRUPT`). The Proxy-Wasm host adds `BCV_PROXY_INVALID_MODULE`, `BCV_PROXY_VM_START`,
+//! `BCV_PROXY_VM_FAILED`, `BCV_PROXY_PLUGIN_REJECTED`, `BCV_PROXY_CONTEXT_FINISHED` and `BCV_PROXY_REENTRANT`
+//! (see `crate::proxy`; a `wait()` that runs out is `BCV_TIMEOUT`).
 
 use std::ptr;
 
@@ -58,7 +60,7 @@ impl JsErr {
     }
 
     /// Adds plain-data details (a JSON object whose keys become properties of the error).
-    fn with_extra(mut self, extra: serde_json::Value) -> JsErr {
+    pub(crate) fn with_extra(mut self, extra: serde_json::Value) -> JsErr {
         self.extra = Some(Box::new(extra));
         self
     }

@@ -18,6 +18,7 @@ use bcv_core::handle::{
     CloseReason, Closed, DEFAULT_CAPACITY, FutureReader, FutureWriter, HttpFields, HttpServer, IncomingMessage, Node,
     NodeState, ReadStream, Resource, StreamEvent, TcpListener, TcpSocket, TlsSession, WriteStream,
 };
+use bcv_core::proxy::{HttpContext, Plugin, ProxyHost, TcpContext, Vm};
 use bcv_core::vfs::VfsJob;
 use bytes::Bytes;
 use napi::bindgen_prelude::{Uint8Array, Unknown};
@@ -53,6 +54,16 @@ pub(crate) enum Kind {
     Database(DbSlot),
     /// A background prefetch or upload of a VFS (a child of its container's node).
     Job(VfsJob),
+    /// A Proxy-Wasm host (the parent of its VMs).
+    ProxyHost(ProxyHost),
+    /// A Proxy-Wasm VM (a child of its host).
+    ProxyVm(Vm),
+    /// A plugin of a VM (a child of its VM).
+    ProxyPlugin(Plugin),
+    /// An HTTP stream context of a plugin (a child of its plugin).
+    ProxyHttp(HttpContext),
+    /// A TCP stream context of a plugin (a child of its plugin).
+    ProxyTcp(TcpContext),
 }
 
 impl Kind {
@@ -73,7 +84,21 @@ impl Kind {
             Kind::Vfs(v) => v.node(),
             Kind::Database(d) => d.conn.node(),
             Kind::Job(j) => j.node(),
+            Kind::ProxyHost(h) => h.node(),
+            Kind::ProxyVm(v) => v.node(),
+            Kind::ProxyPlugin(p) => p.node(),
+            Kind::ProxyHttp(c) => c.node(),
+            Kind::ProxyTcp(c) => c.node(),
         }
+    }
+
+    /// True for the Proxy-Wasm objects: their last reference is never dropped on the JS thread, because
+    /// dropping it can finish contexts, which runs plugin code (see `crate::proxy`).
+    fn is_proxy(&self) -> bool {
+        matches!(
+            self,
+            Kind::ProxyHost(_) | Kind::ProxyVm(_) | Kind::ProxyPlugin(_) | Kind::ProxyHttp(_) | Kind::ProxyTcp(_)
+        )
     }
 
     /// `close()`: the node's forced close. A VFS also gives up its cache directory and SQLite name once its
@@ -102,6 +127,11 @@ impl Kind {
             Kind::Vfs(_) => "Vfs",
             Kind::Database(_) => "Database",
             Kind::Job(_) => "VfsJob",
+            Kind::ProxyHost(_) => "ProxyHost",
+            Kind::ProxyVm(_) => "ProxyVm",
+            Kind::ProxyPlugin(_) => "ProxyPlugin",
+            Kind::ProxyHttp(_) => "ProxyHttpContext",
+            Kind::ProxyTcp(_) => "ProxyTcpContext",
         }
     }
 }
@@ -133,6 +163,7 @@ pub(crate) fn out_to_js(local: &EnvLocal, out: Out) -> napi::Result<sys::napi_va
         Out::Fields(None) => js::null(env),
         Out::Fields(Some(fields)) => js::fields(env, &fields),
         Out::Json(value) => js::json(env, &value),
+        Out::Build(build) => build(local)?,
         Out::Handle(kind, scope_id) => {
             let handle = Handle::wrap_in_scope(local, kind, scope_id);
             unsafe { <Handle as napi::bindgen_prelude::ToNapiValue>::to_napi_value(env, handle)? }
@@ -351,7 +382,8 @@ impl Handle {
     }
 
     /// `'ReadStream' | 'WriteStream' | 'Resource' | 'TcpListener' | 'TcpSocket' | 'FutureReader' | 'FutureWriter'
-    /// | 'HttpServer' | 'IncomingMessage' | 'Trailers' | 'TlsSession' | 'Vfs' | 'Database' | 'VfsJob'`.
+    /// | 'HttpServer' | 'IncomingMessage' | 'Trailers' | 'TlsSession' | 'Vfs' | 'Database' | 'VfsJob'
+    /// | 'ProxyHost' | 'ProxyVm' | 'ProxyPlugin' | 'ProxyHttpContext' | 'ProxyTcpContext'`.
     #[napi(getter)]
     pub fn kind(&self) -> &'static str {
         self.kind
@@ -716,6 +748,9 @@ impl Drop for Handle {
             kind.node().release_now();
             if let Some(local) = EnvLocal::current() {
                 local.unregister(self.id);
+            }
+            if kind.is_proxy() {
+                crate::proxy::drop_later(kind);
             }
         }
     }

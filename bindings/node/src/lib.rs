@@ -23,6 +23,7 @@ mod error;
 mod handle;
 mod http;
 mod js;
+mod proxy;
 mod scope;
 mod secure;
 mod sql;
