@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use bcv_core::proxy::{
     AbiVersion, CalloutRejected, CalloutResponse, FailReason, FilterAction, ForeignError, GrpcResponse, HeaderMap,
-    HostConfig, LogLevel, MetricType, PeerType, Plugin, PluginConfig, PluginModule, ProxyError, ProxyHost, Services,
-    StreamType, Vm, VmConfig,
+    HostConfig, LogLevel, MapType, MetricType, PeerType, Plugin, PluginConfig, PluginModule, ProxyError, ProxyHost,
+    Services, StreamType, Vm, VmConfig,
 };
 
 /// A host whose compiled modules are cached across the tests of this run (and tested as such).
@@ -76,11 +76,24 @@ fn header_filter_changes_request_and_response_and_logs_at_the_end() {
     let response: HeaderMap = [(":status", "200")].into_iter().collect();
     assert_eq!(http.on_response_headers(response, true).unwrap(), FilterAction::Continue);
     assert_eq!(header(&http.response_headers().unwrap(), "x-response-added").as_deref(), Some("yes"));
+    // Reading in place gives what the copy gives; other map types and calls back into the VM are refused.
+    assert_eq!(http.read_headers(MapType::HttpRequestHeaders, HeaderMap::clone).unwrap(), out);
+    assert_eq!(http.read_headers(MapType::HttpRequestTrailers, |t| t.len()).unwrap(), 0);
+    assert!(matches!(
+        http.read_headers(MapType::GrpcInitialMetadata, |m| m.len()),
+        Err(ProxyError::InvalidState { .. })
+    ));
+    let inner = http.read_headers(MapType::HttpResponseHeaders, |_| http.request_headers()).unwrap();
+    assert!(matches!(inner, Err(ProxyError::Reentrant { .. })), "{inner:?}");
     assert!(http.finish().unwrap());
     let logs = logs_text(&vm);
     assert!(logs.iter().any(|l| l == "log: /items?id=7 200"), "{logs:?}");
     assert_eq!(host.metric("requests_total").unwrap().value, 1);
     assert!(matches!(http.request_headers(), Err(ProxyError::InvalidState { .. })));
+    assert!(matches!(
+        http.read_headers(MapType::HttpRequestHeaders, |h| h.len()),
+        Err(ProxyError::InvalidState { .. })
+    ));
 }
 
 #[test]

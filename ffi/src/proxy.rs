@@ -25,7 +25,8 @@ use std::time::Duration;
 use bcv_core::proxy::{
     AbiVersion, CalloutRejected, CalloutReply, CalloutResponse, FailReason, FilterAction, ForeignError, GrpcCallout,
     GrpcResponse, HeaderMap, HostConfig, HttpCallout, HttpContext, LocalResponse, LogLevel, LogRecord, MapLimits,
-    MetricType, PeerType, Plugin, PluginConfig, ProxyHost, ProxyResult, Services, StreamType, TcpContext, Vm, VmConfig,
+    MapType, MetricType, PeerType, Plugin, PluginConfig, ProxyHost, ProxyResult, Services, StreamType, TcpContext, Vm,
+    VmConfig,
 };
 
 use crate::container::{put_json, put_opt};
@@ -709,13 +710,14 @@ fn put_bytes(handle: bcv_handle_t, out: *mut bcv_bytes_t, result: ProxyResult<Ve
 }
 
 /// Writes a header map to `*out`.
-fn put_headers(handle: bcv_handle_t, out: *mut bcv_proxy_headers_t, result: ProxyResult<HeaderMap>) -> bcv_status_t {
-    match result {
-        Ok(map) => {
-            put_owned(out, || headers_out(&map));
+fn put_headers(ctx: bcv_handle_t, out: *mut bcv_proxy_headers_t, http: &HttpContext, map: MapType) -> bcv_status_t {
+    // Converted in place, without an intermediate copy of the map.
+    match http.read_headers(map, headers_out) {
+        Ok(headers) => {
+            put_opt(out, headers);
             BCV_OK
         }
-        Err(e) => fail_proxy(handle, &e),
+        Err(e) => fail_proxy(ctx, &e),
     }
 }
 
@@ -1841,7 +1843,7 @@ pub unsafe extern "C" fn bcv_proxy_http_request_headers(
         if out.is_null() {
             return fail_with(BCV_E_INVALID, "output pointer is NULL");
         }
-        with_http(ctx, |h| put_headers(ctx, out, h.request_headers()))
+        with_http(ctx, |h| put_headers(ctx, out, h, MapType::HttpRequestHeaders))
     })
 }
 
@@ -1855,7 +1857,7 @@ pub unsafe extern "C" fn bcv_proxy_http_request_trailers(
         if out.is_null() {
             return fail_with(BCV_E_INVALID, "output pointer is NULL");
         }
-        with_http(ctx, |h| put_headers(ctx, out, h.request_trailers()))
+        with_http(ctx, |h| put_headers(ctx, out, h, MapType::HttpRequestTrailers))
     })
 }
 
@@ -1869,7 +1871,7 @@ pub unsafe extern "C" fn bcv_proxy_http_response_headers(
         if out.is_null() {
             return fail_with(BCV_E_INVALID, "output pointer is NULL");
         }
-        with_http(ctx, |h| put_headers(ctx, out, h.response_headers()))
+        with_http(ctx, |h| put_headers(ctx, out, h, MapType::HttpResponseHeaders))
     })
 }
 
@@ -1883,7 +1885,7 @@ pub unsafe extern "C" fn bcv_proxy_http_response_trailers(
         if out.is_null() {
             return fail_with(BCV_E_INVALID, "output pointer is NULL");
         }
-        with_http(ctx, |h| put_headers(ctx, out, h.response_trailers()))
+        with_http(ctx, |h| put_headers(ctx, out, h, MapType::HttpResponseTrailers))
     })
 }
 

@@ -263,6 +263,9 @@ impl RuntimeBuilder {
     }
 }
 
+/// How long the reaper keeps collecting releases after a wake-up before it blocks again (see `run_reaper`).
+const REAPER_COALESCE_WINDOW: Duration = Duration::from_micros(100);
+
 fn run_reaper(rx: mpsc::Receiver<ReaperMsg>) {
     SDK_THREAD.with(|t| t.set(true));
     // A panicking teardown must not stop the reaper (B4).
@@ -278,11 +281,24 @@ fn run_reaper(rx: mpsc::Receiver<ReaperMsg>) {
         }
         ReaperMsg::Stop => {}
     };
-    while let Ok(msg) = rx.recv() {
-        if matches!(msg, ReaperMsg::Stop) {
-            break;
+    // After a wake-up the reaper stays off the channel's wait list for a short window, so releases made
+    // meanwhile are queued without a futex wake each (a wake costs the releasing thread more than the
+    // release itself); it blocks again only after a window in which nothing arrived.
+    'wake: while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        loop {
+            while let Some(msg) = next.take().or_else(|| rx.try_recv().ok()) {
+                if matches!(msg, ReaperMsg::Stop) {
+                    break 'wake;
+                }
+                handle(msg);
+            }
+            std::thread::sleep(REAPER_COALESCE_WINDOW);
+            match rx.try_recv() {
+                Ok(msg) => next = Some(msg),
+                Err(_) => continue 'wake,
+            }
         }
-        handle(msg);
     }
     // Whatever was queued before the stop still runs; later sends fail and run inline.
     while let Ok(msg) = rx.try_recv() {

@@ -14,7 +14,7 @@ use super::headers::HeaderMap;
 use super::plugin::{Plugin, PluginInner};
 use super::properties;
 use super::state::{ContextData, ContextKind, Ending, Flow, HttpData, LocalResponse, TcpData};
-use super::types::{AbiVersion, PeerType, StreamType};
+use super::types::{AbiVersion, MapType, PeerType, StreamType};
 use super::vm::{VmCore, flow_after};
 use crate::handle::{CloseReason, Closed, Node, NodeHooks, ReadStream, TaskResource};
 
@@ -191,11 +191,13 @@ impl ContextBase {
             if left.is_zero() {
                 return Err(ProxyError::Timeout { context: self.name() });
             }
+            core.waiters += 1;
             core = vm
                 .changed
                 .wait_timeout(core, left.min(Duration::from_millis(100)))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            core.waiters -= 1;
         }
     }
 
@@ -398,8 +400,32 @@ impl HttpContext {
         self.base.wait(stream, timeout)
     }
 
+    /// Reads one of this exchange's header maps (`HttpRequestHeaders`, `HttpRequestTrailers`,
+    /// `HttpResponseHeaders`, `HttpResponseTrailers`) as the plugin left it, in place: `read` gets a borrow,
+    /// so nothing is copied (the getters below copy). `read` runs with the VM locked; a call back into this
+    /// VM from it gets [`ProxyError::Reentrant`].
+    ///
+    /// Errors: [`ProxyError::InvalidState`] after the context finished or for a map type that is not one of
+    /// the four; [`ProxyError::Reentrant`] from a VM callback.
+    pub fn read_headers<T>(&self, map: MapType, read: impl FnOnce(&HeaderMap) -> T) -> ProxyResult<T> {
+        let mut core = self.base.plugin.vm.lock()?;
+        let id = self.base.id;
+        let found = core.as_running(|state| {
+            let http = state.contexts.get(&id).and_then(|c| c.http()).ok_or("the context has finished")?;
+            let headers = match map {
+                MapType::HttpRequestHeaders => &http.request_headers,
+                MapType::HttpRequestTrailers => &http.request_trailers,
+                MapType::HttpResponseHeaders => &http.response_headers,
+                MapType::HttpResponseTrailers => &http.response_trailers,
+                _ => return Err("only request and response headers and trailers belong to an HTTP context"),
+            };
+            Ok(read(headers))
+        });
+        found.map_err(|reason| self.base.invalid(reason))
+    }
+
     http_getter!(
-        /// The request headers as the plugin left them.
+        /// The request headers as the plugin left them (a copy; see [`read_headers`](Self::read_headers)).
         request_headers, request_headers, HeaderMap
     );
     http_getter!(

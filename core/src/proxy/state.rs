@@ -2,6 +2,7 @@
 //! phase that restricts host calls, and the limiter.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,30 @@ use super::headers::HeaderMap;
 use super::services::{CalloutResponse, GrpcResponse, GrpcStreamSink, LogRecord};
 use super::types::{AbiVersion, LogLevel, StreamType};
 use super::vm::VmShared;
+
+/// Hashes the host's own small integer ids (context ids, call ids) with one multiplication: they are not
+/// chosen by an attacker, and SipHash would cost more than the rest of a lookup.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, id: u32) {
+        self.0 = u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A map keyed by a host-assigned id.
+pub(crate) type IdMap<V> = HashMap<u32, V, BuildHasherDefault<IdHasher>>;
 
 /// What the guest is doing, which decides the host calls it may make.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,18 +226,18 @@ pub(crate) struct HostState {
     pub phase: Phase,
     pub current: u32,
     pub effective: u32,
-    pub contexts: HashMap<u32, ContextData>,
+    pub contexts: IdMap<ContextData>,
     pub next_context: u32,
     pub deferred: Vec<(u32, Deferred)>,
     pub limiter: Limiter,
     pub memory: Option<Memory>,
     pub allocator: Option<TypedFunc<i32, i32>>,
     pub call: CallBuffers,
-    pub callouts: HashMap<u32, PendingCallout>,
-    pub grpc_streams: HashMap<u32, (u32, Box<dyn GrpcStreamSink>)>,
+    pub callouts: IdMap<PendingCallout>,
+    pub grpc_streams: IdMap<(u32, Box<dyn GrpcStreamSink>)>,
     pub next_call: u32,
     /// Tick period per root context (absent or zero: no timer).
-    pub ticks: HashMap<u32, Duration>,
+    pub ticks: IdMap<Duration>,
     /// A fault a host function found (restricted call, proc_exit), reported instead of the trap text.
     pub fault: Option<FailReason>,
     /// True in a throw-away canary instance: callouts, timers and queue registrations have no effect.
@@ -228,17 +253,17 @@ impl HostState {
             phase: Phase::Idle,
             current: 0,
             effective: 0,
-            contexts: HashMap::new(),
+            contexts: IdMap::default(),
             next_context: 1,
             deferred: Vec::new(),
             limiter: Limiter { memory_cap, denied: false },
             memory: None,
             allocator: None,
             call: CallBuffers::default(),
-            callouts: HashMap::new(),
-            grpc_streams: HashMap::new(),
+            callouts: IdMap::default(),
+            grpc_streams: IdMap::default(),
             next_call: 1,
-            ticks: HashMap::new(),
+            ticks: IdMap::default(),
             fault: None,
             canary,
             log_level: LogLevel::Trace,

@@ -197,6 +197,8 @@ pub(crate) struct VmCore {
     serial: u64,
     deadline_ticks: u64,
     memory_limit: u64,
+    /// Threads waiting on [`VmInner::changed`]; `settle` skips the wake-up (a syscall) when there are none.
+    pub waiters: usize,
 }
 
 /// Creates a store and instance of `module` and runs the guest's start functions.
@@ -241,7 +243,17 @@ fn instantiate(module: &PluginModule, shared: Arc<VmShared>, canary: bool, seria
         Err(e) => return Err(classify(&mut store, &e, memory_limit)),
     };
     let exports = Exports::resolve(&mut store, &instance, abi).map_err(FailReason::Internal)?;
-    Ok(VmCore { store, exports, instance, vm_started: false, failed: None, serial, deadline_ticks, memory_limit })
+    Ok(VmCore {
+        store,
+        exports,
+        instance,
+        vm_started: false,
+        failed: None,
+        serial,
+        deadline_ticks,
+        memory_limit,
+        waiters: 0,
+    })
 }
 
 /// Names the cause of a guest error.
@@ -442,7 +454,9 @@ impl VmInner {
     /// Runs after any callbacks: applies deferred actions and wakes waiters.
     pub(crate) fn settle(&self, core: &mut VmCore) {
         core.apply_deferred();
-        self.changed.notify_all();
+        if core.waiters > 0 {
+            self.changed.notify_all();
+        }
     }
 }
 

@@ -1131,22 +1131,22 @@ impl ProxyHttpContext {
 
     /// The request headers as the plugin left them.
     pub fn request_headers(&self) -> Result<Vec<ProxyHeader>, BcvError> {
-        Ok(header_list(&self.ctx().request_headers()?))
+        Ok(self.ctx().read_headers(px::MapType::HttpRequestHeaders, header_list)?)
     }
 
     /// The request trailers as the plugin left them.
     pub fn request_trailers(&self) -> Result<Vec<ProxyHeader>, BcvError> {
-        Ok(header_list(&self.ctx().request_trailers()?))
+        Ok(self.ctx().read_headers(px::MapType::HttpRequestTrailers, header_list)?)
     }
 
     /// The response headers as the plugin left them.
     pub fn response_headers(&self) -> Result<Vec<ProxyHeader>, BcvError> {
-        Ok(header_list(&self.ctx().response_headers()?))
+        Ok(self.ctx().read_headers(px::MapType::HttpResponseHeaders, header_list)?)
     }
 
     /// The response trailers as the plugin left them.
     pub fn response_trailers(&self) -> Result<Vec<ProxyHeader>, BcvError> {
-        Ok(header_list(&self.ctx().response_trailers()?))
+        Ok(self.ctx().read_headers(px::MapType::HttpResponseTrailers, header_list)?)
     }
 
     /// The local response the plugin sent, if any.
