@@ -18,6 +18,8 @@ use wasmtime::{
 };
 
 const ITERATIONS: u32 = 20_000;
+/// As `HostConfig` sets it (not public API; keep in step with core/src/proxy/host.rs).
+const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 
 fn request() -> HeaderMap {
     let mut headers: HeaderMap =
@@ -134,6 +136,8 @@ fn plain_wasmtime(wasm: &[u8]) -> (Duration, Duration) {
     let mut config = Config::new();
     let mut pool = PoolingAllocationConfig::default();
     pool.total_core_instances(16).total_memories(16).total_tables(16).max_memory_size(64 << 20);
+    // The same pool settings as bcv's host (`core/src/proxy/host.rs`): tables stay resident between uses.
+    pool.table_keep_resident(TABLE_KEEP_RESIDENT);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     let pooled = Engine::new(&config).unwrap();
     let module = Module::new(&pooled, wasm).unwrap();
