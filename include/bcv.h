@@ -21,7 +21,7 @@
 /**
  * The version of this C ABI. It changes whenever a signature or a constant changes incompatibly.
  */
-#define BCV_ABI_VERSION 4
+#define BCV_ABI_VERSION 5
 
 /**
  * Close reasons (stable values, see LIFETIMES.md §1).
@@ -1284,6 +1284,21 @@ typedef struct bcv_proxy_vm_config_t {
      * before the call returns when it fails. Any thread; it may not call into bcv.
      */
     bcv_user_data_free_t user_data_free;
+    /**
+     * Re-create the VM after a failure at most this many times within `restart_window_ms` (0, the
+     * default: a failed VM stays failed). A restart happens on the VM's next use once
+     * `restart_backoff_ms` passed since the failure: a fresh instance, `on_vm_start`, every open plugin
+     * configured again; contexts open at the failure stay failed. `bcv_proxy_vm_restarts` counts them.
+     */
+    uint32_t restart_max;
+    /**
+     * The sliding window of `restart_max`, in milliseconds.
+     */
+    uint64_t restart_window_ms;
+    /**
+     * The least time between a failure and the restart after it, in milliseconds.
+     */
+    uint64_t restart_backoff_ms;
 } bcv_proxy_vm_config_t;
 
 /**
@@ -2640,7 +2655,7 @@ bcv_status_t bcv_proxy_host_enqueue(bcv_handle_t host,
 
 /**
  * Fills `*config` with the defaults: VM id "", no configuration, no environment, no callbacks, no user
- * data. Errors: `BCV_E_INVALID` (NULL).
+ * data, no restarts (window 60 s, backoff 1 s once `restart_max` is set). Errors: `BCV_E_INVALID` (NULL).
  */
 bcv_status_t bcv_proxy_vm_config_init(struct bcv_proxy_vm_config_t *config);
 
@@ -2675,6 +2690,13 @@ bcv_status_t bcv_proxy_plugin_config_init(struct bcv_proxy_plugin_config_t *conf
 bcv_status_t bcv_proxy_vm_add_plugin(bcv_handle_t vm,
                                      const struct bcv_proxy_plugin_config_t *config,
                                      bcv_handle_t *out);
+
+/**
+ * Writes how many times the VM was re-created after a failure (`restart_max` of its config) to `*count`.
+ * Callable from the VM's own callbacks. Errors: `BCV_E_INVALID` (NULL), `BCV_E_BAD_HANDLE`,
+ * `BCV_E_WRONG_TYPE`.
+ */
+bcv_status_t bcv_proxy_vm_restarts(bcv_handle_t vm, uint32_t *count);
 
 /**
  * Writes why the VM failed: a `BCV_PROXY_FAIL_*` code to `*reason` (may be NULL) and the reason's text to

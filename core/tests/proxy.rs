@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bcv_core::proxy::{
     AbiVersion, CalloutRejected, CalloutResponse, FailReason, FilterAction, ForeignError, GrpcResponse, HeaderMap,
     HostConfig, LogLevel, MapType, MetricType, PeerType, Plugin, PluginConfig, PluginModule, ProxyError, ProxyHost,
-    Services, StreamType, Vm, VmConfig,
+    RestartPolicy, Services, StreamType, Vm, VmConfig,
 };
 
 /// A host whose compiled modules are cached across the tests of this run (and tested as such).
@@ -797,4 +797,87 @@ fn a_property_handler_reached_from_the_embedder_cannot_deadlock_its_vm() {
     let _ = slot.set(vm.clone());
     let http = plugin.http_context().unwrap();
     assert_eq!(http.property("embedder.value").unwrap().as_deref(), Some(&b"refused"[..]));
+}
+
+#[test]
+fn a_failed_vm_is_restarted_on_next_use_within_its_crash_loop_limit() {
+    let host = host();
+    let module = testkit(&host);
+    let policy = RestartPolicy { max_restarts: 2, window: Duration::from_secs(60), backoff: Duration::ZERO };
+    let config = VmConfig { vm_id: "restart".into(), restart: Some(policy), ..Default::default() };
+    let vm = Vm::start(&host, &module, config).unwrap();
+    let good = vm.add_plugin(plugin_config("headers", "headers")).unwrap();
+    let bad = vm.add_plugin(plugin_config("panic", "panic")).unwrap();
+    let open = good.http_context().unwrap();
+    assert_eq!(open.on_request_headers(request("/open"), false).unwrap(), FilterAction::Continue);
+    let crash = || {
+        let ctx = bad.http_context().unwrap();
+        let action = ctx.on_request_headers(request("/boom"), true).unwrap();
+        assert!(matches!(action, FilterAction::LocalResponse(ref r) if r.status == 503), "{action:?}");
+    };
+
+    crash();
+    assert!(matches!(vm.failure(), Some(FailReason::Trap(_))));
+    assert_eq!(vm.restarts(), 0);
+    // The next use re-creates the VM: the good plugin filters again, on a fresh instance.
+    let fresh = good.http_context().unwrap();
+    assert_eq!(vm.restarts(), 1);
+    assert_eq!(vm.failure(), None);
+    assert_eq!(fresh.on_request_headers(request("/fresh"), true).unwrap(), FilterAction::Continue);
+    assert_eq!(header(&fresh.request_headers().unwrap(), "x-added").as_deref(), Some("yes"));
+    assert!(fresh.finish().unwrap());
+    let logs = logs_text(&vm);
+    assert!(logs.iter().any(|l| l.starts_with("vm restarted (restart 1) after: trap")), "{logs:?}");
+    assert!(logs.iter().any(|l| l == "log: /fresh -"), "{logs:?}");
+    // A context open at the failure stays failed (fail closed) but keeps its data; no guest code runs for it.
+    let response: HeaderMap = [(":status", "200")].into_iter().collect();
+    assert!(matches!(open.on_response_headers(response, true).unwrap(), FilterAction::LocalResponse(_)));
+    assert_eq!(header(&open.request_headers().unwrap(), "x-added").as_deref(), Some("yes"));
+    assert!(open.finish().unwrap());
+    assert!(!logs_text(&vm).iter().any(|l| l.starts_with("log: /open")));
+
+    // Second failure, second restart (made when the next context is created), third failure.
+    crash();
+    crash();
+    assert_eq!(vm.restarts(), 2);
+    // The limit is reached: the VM stays failed and the good plugin fails closed too.
+    let blocked = good.http_context().unwrap();
+    assert_eq!(vm.restarts(), 2);
+    assert!(vm.failure().is_some());
+    let action = blocked.on_request_headers(request("/blocked"), true).unwrap();
+    assert!(matches!(action, FilterAction::LocalResponse(ref r) if r.status == 503), "{action:?}");
+    let logs = logs_text(&vm);
+    assert!(logs.iter().any(|l| l.starts_with("vm restarted (restart 2) after: trap")), "{logs:?}");
+    assert!(!logs.iter().any(|l| l.contains("restart 3")), "{logs:?}");
+}
+
+#[test]
+fn a_restart_waits_for_its_backoff() {
+    let host = host();
+    let module = testkit(&host);
+    let backoff = Duration::from_millis(300);
+    let policy = RestartPolicy { max_restarts: 5, window: Duration::from_secs(60), backoff };
+    let config = VmConfig { vm_id: "backoff".into(), restart: Some(policy), ..Default::default() };
+    let vm = Vm::start(&host, &module, config).unwrap();
+    let bad = vm.add_plugin(plugin_config("panic", "panic")).unwrap();
+    let failed_at = Instant::now();
+    let _ = bad.http_context().unwrap().on_request_headers(request("/boom"), true).unwrap();
+    assert!(vm.failure().is_some());
+    let early = bad.http_context().unwrap();
+    if failed_at.elapsed() < backoff {
+        assert_eq!(vm.restarts(), 0, "restarted before the backoff");
+        assert!(matches!(early.on_request_headers(request("/x"), true).unwrap(), FilterAction::LocalResponse(_)));
+    }
+    std::thread::sleep(backoff);
+    let _later = bad.http_context().unwrap();
+    assert_eq!(vm.restarts(), 1);
+    assert_eq!(vm.failure(), None);
+    // Without a policy a failed VM never comes back.
+    let config = VmConfig { vm_id: "no-restart".into(), ..Default::default() };
+    let vm = Vm::start(&host, &module, config).unwrap();
+    let bad = vm.add_plugin(plugin_config("panic", "panic")).unwrap();
+    let _ = bad.http_context().unwrap().on_request_headers(request("/boom"), true).unwrap();
+    let _ = bad.http_context().unwrap();
+    assert_eq!(vm.restarts(), 0);
+    assert!(vm.failure().is_some());
 }

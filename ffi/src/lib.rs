@@ -36,4 +36,4 @@ pub mod vfs;
 pub mod proxy;
 
 /// The version of this C ABI. It changes whenever a signature or a constant changes incompatibly.
-pub const BCV_ABI_VERSION: u32 = 4;
+pub const BCV_ABI_VERSION: u32 = 5;

@@ -25,8 +25,8 @@ use std::time::Duration;
 use bcv_core::proxy::{
     AbiVersion, CalloutRejected, CalloutReply, CalloutResponse, FailReason, FilterAction, ForeignError, GrpcCallout,
     GrpcResponse, HeaderMap, HostConfig, HttpCallout, HttpContext, LocalResponse, LogLevel, LogRecord, MapLimits,
-    MapType, MetricType, PeerType, Plugin, PluginConfig, ProxyHost, ProxyResult, Services, StreamType, TcpContext, Vm,
-    VmConfig,
+    MapType, MetricType, PeerType, Plugin, PluginConfig, ProxyHost, ProxyResult, RestartPolicy, Services, StreamType,
+    TcpContext, Vm, VmConfig,
 };
 
 use crate::container::{put_json, put_opt};
@@ -382,6 +382,15 @@ pub struct bcv_proxy_vm_config_t {
     /// handle of it, its plugins and contexts released or closed and its last callback returned), or
     /// before the call returns when it fails. Any thread; it may not call into bcv.
     pub user_data_free: bcv_user_data_free_t,
+    /// Re-create the VM after a failure at most this many times within `restart_window_ms` (0, the
+    /// default: a failed VM stays failed). A restart happens on the VM's next use once
+    /// `restart_backoff_ms` passed since the failure: a fresh instance, `on_vm_start`, every open plugin
+    /// configured again; contexts open at the failure stay failed. `bcv_proxy_vm_restarts` counts them.
+    pub restart_max: u32,
+    /// The sliding window of `restart_max`, in milliseconds.
+    pub restart_window_ms: u64,
+    /// The least time between a failure and the restart after it, in milliseconds.
+    pub restart_backoff_ms: u64,
 }
 
 /// How to configure a plugin. Initialise it with `bcv_proxy_plugin_config_init`. Strings and arrays are
@@ -1104,7 +1113,7 @@ pub unsafe extern "C" fn bcv_proxy_host_enqueue(
 // ---------------------------------------------------------------------------------------------------------
 
 /// Fills `*config` with the defaults: VM id "", no configuration, no environment, no callbacks, no user
-/// data. Errors: `BCV_E_INVALID` (NULL).
+/// data, no restarts (window 60 s, backoff 1 s once `restart_max` is set). Errors: `BCV_E_INVALID` (NULL).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bcv_proxy_vm_config_init(config: *mut bcv_proxy_vm_config_t) -> bcv_status_t {
     guard(|| {
@@ -1127,6 +1136,9 @@ pub unsafe extern "C" fn bcv_proxy_vm_config_init(config: *mut bcv_proxy_vm_conf
                 log: None,
                 user_data: std::ptr::null_mut(),
                 user_data_free: None,
+                restart_max: 0,
+                restart_window_ms: 60_000,
+                restart_backoff_ms: 1_000,
             },
         );
         BCV_OK
@@ -1304,7 +1316,12 @@ fn vm_config(config: *const bcv_proxy_vm_config_t) -> Result<VmConfig, bcv_statu
             unsafe { callback(ud.data, &r) };
         });
     }
-    Ok(VmConfig { vm_id, configuration, environment, services })
+    let restart = (c.restart_max > 0).then(|| RestartPolicy {
+        max_restarts: c.restart_max,
+        window: Duration::from_millis(c.restart_window_ms),
+        backoff: Duration::from_millis(c.restart_backoff_ms),
+    });
+    Ok(VmConfig { vm_id, configuration, environment, services, restart })
 }
 
 /// Starts a VM of `module` on `host`: instantiates it and runs its start functions (`on_vm_start` runs with
@@ -1401,6 +1418,22 @@ pub unsafe extern "C" fn bcv_proxy_vm_add_plugin(
         with_vm(vm, |v| match v.add_plugin(config) {
             Ok(p) => put(out, table::insert(Object::ProxyPlugin(p))),
             Err(e) => fail_proxy(vm, &e),
+        })
+    })
+}
+
+/// Writes how many times the VM was re-created after a failure (`restart_max` of its config) to `*count`.
+/// Callable from the VM's own callbacks. Errors: `BCV_E_INVALID` (NULL), `BCV_E_BAD_HANDLE`,
+/// `BCV_E_WRONG_TYPE`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bcv_proxy_vm_restarts(vm: bcv_handle_t, count: *mut u32) -> bcv_status_t {
+    guard(|| {
+        if count.is_null() {
+            return fail_with(BCV_E_INVALID, "output pointer is NULL");
+        }
+        with_vm(vm, |v| {
+            put_opt(count, v.restarts());
+            BCV_OK
         })
     })
 }

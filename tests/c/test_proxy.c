@@ -221,7 +221,8 @@ static bcv_handle_t module_load(bcv_handle_t host) {
 }
 
 /* A VM with every callback wired to `s`. */
-static bcv_handle_t vm_start(bcv_handle_t host, bcv_handle_t module, struct services *s, const char *vm_id) {
+static bcv_handle_t vm_start_restarting(bcv_handle_t host, bcv_handle_t module, struct services *s,
+                                        const char *vm_id, uint32_t restart_max) {
     static const bcv_proxy_foreign_function_t functions[] = {{"reverse", reverse}};
     bcv_proxy_vm_config_t cfg;
     OK(bcv_proxy_vm_config_init(&cfg));
@@ -236,9 +237,15 @@ static bcv_handle_t vm_start(bcv_handle_t host, bcv_handle_t module, struct serv
     cfg.log = on_log;
     cfg.user_data = s;
     cfg.user_data_free = services_free;
+    cfg.restart_max = restart_max;
+    cfg.restart_backoff_ms = 0;
     bcv_handle_t vm = 0;
     OK(bcv_proxy_vm_start(host, module, &cfg, &vm));
     return vm;
+}
+
+static bcv_handle_t vm_start(bcv_handle_t host, bcv_handle_t module, struct services *s, const char *vm_id) {
+    return vm_start_restarting(host, module, s, vm_id, 0);
 }
 
 static bcv_handle_t add_plugin(bcv_handle_t vm, const char *name, const char *mode, bool fail_open) {
@@ -876,7 +883,8 @@ static void tcp_filter(void) {
     CHECK_EQ(atomic_load(&s.frees), 1);
 }
 
-/* A panicking plugin fails its VM only: fail-closed answers 503 (TCP: close), fail-open continues, and
+/* A panicking plugin fails its VM only: fail-closed answers 503 (TCP: close), fail-open continues, a VM
+ * with restart_max comes back once on its next use, and
  * the host starts and runs other VMs as before. */
 static void failing_plugin(void) {
     bcv_handle_t rt = new_runtime();
@@ -948,10 +956,39 @@ static void failing_plugin(void) {
     CHECK_EQ(bcv_proxy_vm_failure(vm3, &reason, NULL, 0, NULL), BCV_EOF);
     CHECK_EQ(reason, BCV_PROXY_FAIL_NONE);
 
+    uint32_t restarts = ~0u;
+    OK(bcv_proxy_vm_restarts(vm3, &restarts));
+    CHECK_EQ(restarts, 0);
+    CHECK_EQ(bcv_proxy_vm_restarts(vm3, NULL), BCV_E_INVALID);
+
+    /* With restart_max 1: the next use after a failure re-creates the VM once, then it stays failed. */
+    struct services s4 = {0};
+    bcv_handle_t vm4 = vm_start_restarting(host, module, &s4, "restarting", 1);
+    bcv_handle_t survivor = add_plugin(vm4, "headers", "headers", false);
+    bcv_handle_t crasher = add_plugin(vm4, "panicky", "panic", false);
+    bcv_handle_t c4 = http_new(crasher);
+    CHECK_EQ(send_request(c4, "/boom", NULL, 0, NULL), BCV_PROXY_LOCAL_RESPONSE);
+    OK(bcv_release(c4));
+    c4 = http_new(survivor);
+    OK(bcv_proxy_vm_restarts(vm4, &restarts));
+    CHECK_EQ(restarts, 1);
+    CHECK_EQ(bcv_proxy_vm_failure(vm4, &reason, NULL, 0, NULL), BCV_EOF);
+    CHECK_EQ(send_request(c4, "/fine", NULL, 0, NULL), BCV_PROXY_CONTINUE);
+    CHECK_STR(request_header(c4, "x-added", v, sizeof v), "yes");
+    OK(bcv_release(c4));
+    c4 = http_new(crasher);
+    CHECK_EQ(send_request(c4, "/boom", NULL, 0, NULL), BCV_PROXY_LOCAL_RESPONSE);
+    OK(bcv_release(c4));
+    c4 = http_new(survivor);
+    CHECK_EQ(send_request(c4, "/blocked", NULL, 0, NULL), BCV_PROXY_LOCAL_RESPONSE);
+    OK(bcv_proxy_vm_restarts(vm4, &restarts));
+    CHECK_EQ(restarts, 1);
+
     /* Released parent-first, in no particular order. */
-    bcv_handle_t handles[] = {host, vm1, module, closed, vm2, open, good, vm3, ctx};
-    release_all(handles, 9);
+    bcv_handle_t handles[] = {host, vm1, module, closed, vm2, open, good, vm3, ctx, vm4, survivor, crasher, c4};
+    release_all(handles, 13);
     finish_runtime(rt);
+    CHECK_EQ(atomic_load(&s4.frees), 1);
     CHECK_EQ(atomic_load(&s1.frees), 1);
     CHECK_EQ(atomic_load(&s2.frees), 1);
     CHECK_EQ(atomic_load(&s3.frees), 1);
@@ -962,7 +999,7 @@ static void failing_plugin(void) {
 static void errors_and_closing(void) {
     bcv_handle_t rt = new_runtime();
     CHECK_EQ(bcv_abi_version(), BCV_ABI_VERSION);
-    CHECK_EQ(BCV_ABI_VERSION, 4);
+    CHECK_EQ(BCV_ABI_VERSION, 5);
     CHECK_STR(bcv_status_name(BCV_E_PROXY_VM_FAILED), "BCV_E_PROXY_VM_FAILED");
     CHECK_STR(bcv_status_name(BCV_E_PROXY_INVALID_MODULE), "BCV_E_PROXY_INVALID_MODULE");
     CHECK_STR(bcv_status_name(BCV_E_PROXY_PLUGIN_REJECTED), "BCV_E_PROXY_PLUGIN_REJECTED");
@@ -1110,7 +1147,7 @@ static void *all_tests(void *arg) {
     run("properties: derived, set, configured, from the callback", properties);
     run("metrics read back; shared data with CAS", metrics_and_shared_data);
     run("TCP filter", tcp_filter);
-    run("a failing plugin: fail-closed 503, fail-open, the host keeps working", failing_plugin);
+    run("a failing plugin: fail-closed 503, fail-open, a bounded restart, the host keeps working", failing_plugin);
     run("errors, refusals, closing the host", errors_and_closing);
     return NULL;
 }

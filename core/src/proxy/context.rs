@@ -161,7 +161,7 @@ impl ContextBase {
 
     /// Where `stream` stands now.
     fn current_action(&self, core: &mut VmCore, stream: StreamType) -> FilterAction {
-        if let Some(reason) = core.failed.clone() {
+        if let Some(reason) = core.failed.as_ref().or_else(|| core.orphans.get(&self.id)) {
             return self.failure_action(&reason.to_string(), stream);
         }
         let Some(ctx) = core.state().contexts.get(&self.id) else { return FilterAction::Close };

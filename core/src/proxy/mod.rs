@@ -56,4 +56,4 @@ pub use services::{
 pub use shared::SharedValue;
 pub use state::LocalResponse;
 pub use types::{AbiVersion, BufferType, LogLevel, MapType, MetricType, PeerType, Status, StreamType};
-pub use vm::{Vm, VmConfig};
+pub use vm::{RestartPolicy, Vm, VmConfig};

@@ -90,6 +90,43 @@ pub struct VmConfig {
     pub environment: Vec<(String, String)>,
     /// Callouts, properties, foreign functions and the log sink.
     pub services: Services,
+    /// Whether and how often a failed VM is re-created (default `None`: a failed VM stays failed).
+    pub restart: Option<RestartPolicy>,
+}
+
+/// How a failed VM comes back: a fresh instance of the same module, `on_vm_start` with the VM
+/// configuration, then every open plugin's root context and `on_configure`, as when they were added.
+///
+/// The restart happens on the next use of the VM (a new context, a call on a plugin, a tick or callout
+/// delivery) once `backoff` has passed since the failure, and at most `max_restarts` times within any
+/// `window`, so a plugin that fails on every request cannot turn the host into a crash loop: past the
+/// limit the VM stays failed (and its plugins fail open or closed) until the window has moved on.
+/// Stream contexts that were open at the failure stay failed; new ones use the new instance. Shared data
+/// and queues (host-wide) and metrics survive; the guest's own memory does not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// Most restart attempts within `window` (successful or not).
+    pub max_restarts: u32,
+    /// The sliding window `max_restarts` applies to.
+    pub window: Duration,
+    /// The least time between a failure and the restart after it.
+    pub backoff: Duration,
+}
+
+impl Default for RestartPolicy {
+    /// 5 restarts a minute, each at least 1 s after its failure.
+    fn default() -> Self {
+        RestartPolicy { max_restarts: 5, window: Duration::from_secs(60), backoff: Duration::from_secs(1) }
+    }
+}
+
+/// A VM's restart bookkeeping, behind its lock.
+#[derive(Default)]
+struct Restarts {
+    /// When each attempt within the current window was made.
+    attempts: std::collections::VecDeque<Instant>,
+    /// When the current failure happened.
+    failed_at: Option<Instant>,
 }
 
 type F<P, R> = Option<TypedFunc<P, R>>;
@@ -199,6 +236,10 @@ pub(crate) struct VmCore {
     memory_limit: u64,
     /// Threads waiting on [`VmInner::changed`]; `settle` skips the wake-up (a syscall) when there are none.
     pub waiters: usize,
+    /// Stream contexts left from an instance that failed before a restart, with that failure: their data
+    /// is kept (the embedder can still read it) but no guest code runs for them.
+    pub orphans: HashMap<u32, FailReason>,
+    restarts: Restarts,
 }
 
 /// Creates a store and instance of `module` and runs the guest's start functions.
@@ -253,6 +294,8 @@ fn instantiate(module: &PluginModule, shared: Arc<VmShared>, canary: bool, seria
         deadline_ticks,
         memory_limit,
         waiters: 0,
+        orphans: HashMap::new(),
+        restarts: Restarts::default(),
     })
 }
 
@@ -280,6 +323,11 @@ impl VmCore {
         args: P,
     ) -> Result<Option<R>, FailReason> {
         if let Some(reason) = &self.failed {
+            return Err(reason.clone());
+        }
+        if !self.orphans.is_empty()
+            && let Some(reason) = self.orphans.get(&context)
+        {
             return Err(reason.clone());
         }
         let Some(func) = func else { return Ok(None) };
@@ -316,6 +364,7 @@ impl VmCore {
                 *self.store.data().vm.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
             }
             self.failed = Some(reason);
+            self.restarts.failed_at = Some(Instant::now());
         }
     }
 
@@ -391,6 +440,11 @@ impl VmCore {
     /// `on_done`; when it returns true (or the VM failed), `on_log` + `on_delete`. Returns true when the
     /// context is gone, false when it waits for `proxy_done`.
     pub(crate) fn finish_context(&mut self, id: u32) -> bool {
+        if self.orphans.remove(&id).is_some() {
+            // Its instance is gone: nothing of the guest to run.
+            self.state().contexts.remove(&id);
+            return true;
+        }
         match self.state().contexts.get(&id).map(|c| c.ending) {
             None | Some(Ending::Deleted) => return true,
             Some(Ending::WaitingForDone) => return false,
@@ -430,6 +484,9 @@ pub(crate) struct VmInner {
     pub changed: Condvar,
     pub resource: TaskResource,
     pub serial: u64,
+    pub restart: Option<RestartPolicy>,
+    /// Successful restarts so far (readable without the lock).
+    pub restart_count: std::sync::atomic::AtomicU32,
 }
 
 impl Drop for VmInner {
@@ -444,7 +501,83 @@ impl VmInner {
         if RUNNING.get() == self.serial {
             return Err(ProxyError::Reentrant { vm: self.id.clone() });
         }
-        Ok(self.core.lock().unwrap_or_else(|p| p.into_inner()))
+        let mut core = self.core.lock().unwrap_or_else(|p| p.into_inner());
+        if core.failed.is_some()
+            && let Some(policy) = &self.restart
+        {
+            self.maybe_restart(&mut core, policy);
+        }
+        Ok(core)
+    }
+
+    /// Re-creates the failed VM behind `core` if `policy` allows it now (see [`RestartPolicy`]). A restart
+    /// that fails leaves the failed instance in place and counts as an attempt.
+    fn maybe_restart(&self, core: &mut VmCore, policy: &RestartPolicy) {
+        let now = Instant::now();
+        let restarts = &mut core.restarts;
+        if restarts.failed_at.is_some_and(|at| now.saturating_duration_since(at) < policy.backoff) {
+            return;
+        }
+        while restarts.attempts.front().is_some_and(|t| now.saturating_duration_since(*t) >= policy.window) {
+            restarts.attempts.pop_front();
+        }
+        if restarts.attempts.len() >= policy.max_restarts as usize {
+            return;
+        }
+        restarts.attempts.push_back(now);
+        let Some(reason) = core.failed.clone() else { return };
+        match self.fresh_core(core, &reason) {
+            Ok(mut fresh) => {
+                fresh.restarts = std::mem::take(&mut core.restarts);
+                fresh.restarts.failed_at = None;
+                fresh.waiters = core.waiters;
+                *core = fresh;
+                *self.shared.failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                let count = self.restart_count.fetch_add(1, Ordering::AcqRel) + 1;
+                core.store.data_mut().log(LogLevel::Warn, 0, format!("vm restarted (restart {count}) after: {reason}"));
+                self.settle(core);
+            }
+            Err(why) => {
+                core.store.data_mut().log(LogLevel::Error, 0, format!("vm restart failed: {why}"));
+            }
+        }
+    }
+
+    /// A new instance with `old`'s plugins started on it and `old`'s stream contexts kept as orphans.
+    fn fresh_core(&self, old: &mut VmCore, reason: &FailReason) -> Result<VmCore, String> {
+        let mut fresh = instantiate(&self.module, self.shared.clone(), false, self.serial)
+            .map_err(|r| format!("start of the new instance: {r}"))?;
+        let state = old.state();
+        fresh.state().call.vm_configuration = state.call.vm_configuration.clone();
+        fresh.state().next_context = state.next_context;
+        let mut roots: Vec<(u32, Arc<PluginIdentity>)> = state
+            .contexts
+            .iter()
+            .filter(|(_, c)| matches!(c.kind, ContextKind::Root) && c.ending == Ending::Live)
+            .map(|(id, c)| (*id, c.plugin.clone()))
+            .collect();
+        roots.sort_by_key(|(id, _)| *id);
+        for (root, identity) in &roots {
+            fresh.state().contexts.insert(*root, ContextData::new(ContextKind::Root, identity.clone()));
+            start_root(&mut fresh, *root, identity).map_err(|r| format!("plugin {}: {r}", identity.name))?;
+        }
+        fresh.apply_deferred();
+        // Stream contexts of the failed instance keep their data, never run guest code again.
+        let streams: Vec<u32> = old
+            .state()
+            .contexts
+            .iter()
+            .filter(|(_, c)| !matches!(c.kind, ContextKind::Root))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in streams {
+            if let Some(data) = old.state().contexts.remove(&id) {
+                fresh.state().contexts.insert(id, data);
+                fresh.orphans.insert(id, reason.clone());
+            }
+        }
+        fresh.orphans.extend(old.orphans.drain());
+        Ok(fresh)
     }
 
     pub(crate) fn failed_error(&self, reason: FailReason) -> ProxyError {
@@ -520,6 +653,8 @@ impl Vm {
             changed: Condvar::new(),
             resource,
             serial,
+            restart: config.restart,
+            restart_count: std::sync::atomic::AtomicU32::new(0),
         });
         let _ = inner.shared.owner.set(Arc::downgrade(&inner));
         Ok(Vm { inner, node })
@@ -549,7 +684,13 @@ impl Vm {
         Plugin::create(self, config)
     }
 
-    /// The failure that stopped the VM, if any. Never blocks on the VM (callable from its own callbacks).
+    /// How many times the VM was re-created after a failure ([`VmConfig::restart`]). Never blocks.
+    pub fn restarts(&self) -> u32 {
+        self.inner.restart_count.load(Ordering::Acquire)
+    }
+
+    /// The failure that stopped the VM, if any (`None` again once a restart succeeded). Never blocks on
+    /// the VM (callable from its own callbacks).
     pub fn failure(&self) -> Option<FailReason> {
         self.inner.shared.failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
