@@ -15,7 +15,7 @@ use bcv_core::handle::Runtime;
 use bcv_core::proxy::{
     CalloutRejected, CalloutReply, CalloutResponse, FailReason, FilterAction, ForeignError, GrpcCallout, GrpcResponse,
     HeaderMap, HostConfig, HttpCallout, HttpContext, LocalResponse, LogRecord, MetricSnapshot, PeerType, Plugin,
-    PluginConfig, PluginModule, ProxyError, ProxyHost, Services, StreamType, TcpContext, Vm, VmConfig,
+    PluginConfig, PluginModule, ProxyError, ProxyHost, RestartPolicy, Services, StreamType, TcpContext, Vm, VmConfig,
 };
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
@@ -636,8 +636,13 @@ closable!(PyProxyHost {
     /// `f(args: bytes) -> bytes | str | None` (None: not found; an exception: failure); `log(record)` gets
     /// every `LogRecord`.
     ///
+    /// `max_restarts` > 0 re-creates a failed VM on its next use (a fresh instance, `on_vm_start`, every
+    /// open plugin configured again) at most that many times within `restart_window` seconds, each at
+    /// least `restart_backoff` seconds after its failure; contexts open at the failure stay failed.
+    /// `ProxyVm.restarts` counts them.
+    ///
     /// Raises `VmFailedError` when the VM cannot start.
-    #[pyo3(signature = (module, vm_id = "", configuration = None, environment = None, http_callout = None, grpc_callout = None, property = None, foreign_functions = None, log = None))]
+    #[pyo3(signature = (module, vm_id = "", configuration = None, environment = None, http_callout = None, grpc_callout = None, property = None, foreign_functions = None, log = None, max_restarts = 0, restart_window = 60.0, restart_backoff = 1.0))]
     #[allow(clippy::too_many_arguments)]
     fn start_vm(
         &self,
@@ -651,8 +656,18 @@ closable!(PyProxyHost {
         property: Option<Py<PyAny>>,
         foreign_functions: Option<&Bound<'_, PyDict>>,
         log: Option<Py<PyAny>>,
+        max_restarts: u32,
+        restart_window: f64,
+        restart_backoff: f64,
     ) -> PyResult<PyProxyVm> {
         let services = services(http_callout, grpc_callout, property, foreign_functions, log)?;
+        let restart_window = seconds(restart_window, "restart_window")?;
+        let restart_backoff = seconds(restart_backoff, "restart_backoff")?;
+        let restart = (max_restarts > 0).then_some(RestartPolicy {
+            max_restarts,
+            window: restart_window,
+            backoff: restart_backoff,
+        });
         let mut environment: Vec<(String, String)> = environment.unwrap_or_default().into_iter().collect();
         environment.sort();
         let config = VmConfig {
@@ -660,6 +675,7 @@ closable!(PyProxyHost {
             configuration: configuration.map(bytes_of).transpose()?.unwrap_or_default(),
             environment,
             services,
+            restart,
         };
         let module = module.module.clone();
         let vm = run(py, &self.inner, move |host| Vm::start(host, &module, config))?;
@@ -804,7 +820,13 @@ closable!(PyProxyVm {
         Ok(logs.iter().map(PyLogRecord::new).collect())
     }
 
-    /// Why the VM failed (text), or None while it works.
+    /// How many times the VM was re-created after a failure (`max_restarts` of `start_vm`).
+    #[getter]
+    fn restarts(&self, py: Python<'_>) -> PyResult<u32> {
+        Ok(self.get(py)?.as_ref().map(|vm| vm.restarts()).unwrap_or(0))
+    }
+
+    /// Why the VM failed (text), or None while it works (again, after a restart).
     #[getter]
     fn failure(&self, py: Python<'_>) -> PyResult<Option<String>> {
         Ok(self.get(py)?.as_ref().and_then(|vm| vm.failure()).map(|r| r.to_string()))

@@ -255,6 +255,28 @@ def test_a_panicking_plugin_fails_closed_and_the_host_keeps_working(host, wasm):
     assert plugin.http_context().on_request_headers(request("/ok"), end_of_stream=True) == "continue"
 
 
+def test_a_failed_vm_comes_back_on_next_use_within_its_restart_limit(host, wasm):
+    module = host.load_module("testkit", wasm)
+    vm = host.start_vm(module, vm_id="restarting", max_restarts=1, restart_backoff=0)
+    good = vm.add_plugin("headers", configuration="headers")
+    bad = vm.add_plugin("panic", configuration="panic")
+    assert bad.http_context().on_request_headers(request("/boom"), end_of_stream=True) == "local_response"
+    assert vm.failure_kind == "trap" and vm.restarts == 0
+    # The next use re-creates the VM with both plugins configured again.
+    ctx = good.http_context()
+    assert vm.restarts == 1 and vm.failure is None
+    assert ctx.on_request_headers(request("/fine"), end_of_stream=True) == "continue"
+    assert header(ctx.request_headers(), "x-added") == "yes"
+    assert any(r.message.startswith("vm restarted (restart 1) after: trap") for r in vm.take_logs())
+    # Past the limit it stays failed.
+    assert bad.http_context().on_request_headers(request("/boom"), end_of_stream=True) == "local_response"
+    blocked = good.http_context().on_request_headers(request("/blocked"), end_of_stream=True)
+    assert blocked == "local_response" and blocked.response.status == 503
+    assert vm.restarts == 1 and vm.failure_kind == "trap"
+    with pytest.raises(bcv.InvalidArgumentError):
+        host.start_vm(module, max_restarts=1, restart_window=-1)
+
+
 def test_an_infinite_loop_meets_its_cpu_deadline(tmp_path, wasm):
     with bcv.ProxyHost(callback_deadline=0.2, module_cache_dir=tmp_path / "cache") as host:
         vm, plugin = start(host, wasm, "loop")

@@ -79,7 +79,7 @@ impl ContextBase {
     ) -> ProxyResult<(ContextBase, Node)> {
         let inner = plugin.inner.clone();
         let vm = inner.vm.clone();
-        let mut core = vm.lock()?;
+        let mut core = vm.lock_for_work()?;
         let id = core.state().allocate_context_id();
         core.state().contexts.insert(id, ContextData::new(kind, inner.identity.clone()));
         let create = core.exports.context_create.clone();

@@ -76,7 +76,7 @@ impl Plugin {
         let inner = &vm.inner;
         let rejected = |reason: String| ProxyError::PluginRejected { plugin: config.name.clone(), reason };
         let vm_configuration = {
-            let mut core = inner.lock()?;
+            let mut core = inner.lock_for_work()?;
             if let Some(reason) = &core.failed {
                 return Err(inner.failed_error(reason.clone()));
             }
@@ -169,7 +169,7 @@ impl Plugin {
     pub fn call_foreign_function(&self, function_id: u32, args: &[u8]) -> ProxyResult<()> {
         let vm = &self.inner.vm;
         let root = self.inner.identity.root_context;
-        let mut core = vm.lock()?;
+        let mut core = vm.lock_for_work()?;
         core.state().call.foreign_arguments = args.to_vec();
         let f = core.exports.foreign_function.clone();
         let result = core.call(&f, root, (root as i32, function_id as i32, args.len() as i32));

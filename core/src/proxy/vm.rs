@@ -501,7 +501,14 @@ impl VmInner {
         if RUNNING.get() == self.serial {
             return Err(ProxyError::Reentrant { vm: self.id.clone() });
         }
-        let mut core = self.core.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(self.core.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Locks the VM for new work (a new context or plugin, a call on a plugin, a driver delivery): a failed
+    /// VM is re-created first when its [`RestartPolicy`] allows it. Finishing and reading existing contexts
+    /// use [`lock`](Self::lock), so winding down after a failure never restarts the VM by itself.
+    pub(crate) fn lock_for_work(&self) -> ProxyResult<MutexGuard<'_, VmCore>> {
+        let mut core = self.lock()?;
         if core.failed.is_some()
             && let Some(policy) = &self.restart
         {
@@ -778,7 +785,7 @@ fn drive(weak: Weak<VmInner>, events: Receiver<Event>) {
         if !vm.resource.core.is_open() {
             return;
         }
-        let Ok(mut core) = vm.lock() else { return };
+        let Ok(mut core) = vm.lock_for_work() else { return };
         let mut flush = Vec::new();
         if let Some(event) = event {
             deliver(&mut core, event, &mut flush);

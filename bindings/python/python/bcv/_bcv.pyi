@@ -589,6 +589,9 @@ class ProxyHost(_Closable):
         property: Optional[Callable[[Tuple[str, ...], str], Optional[BytesIn]]] = None,
         foreign_functions: Optional[Mapping[str, Callable[[bytes], Optional[BytesIn]]]] = None,
         log: Optional[Callable[[LogRecord], None]] = None,
+        max_restarts: int = 0,
+        restart_window: float = 60.0,
+        restart_backoff: float = 1.0,
     ) -> ProxyVm: ...
     def metric(self, name: str) -> Optional[Dict[str, Any]]: ...
     def metrics(self) -> List[Dict[str, Any]]: ...
@@ -597,6 +600,7 @@ class ProxyHost(_Closable):
     def enqueue(self, vm_id: str, name: str, item: BytesIn) -> None: ...
 
 class ProxyVm(_Closable):
+    restarts: int
     failure: Optional[str]
     failure_kind: Optional[str]
     memory_size: int
