@@ -256,7 +256,7 @@ export declare class Handle {
    * sees through WASI; `services` holds the JS functions (see `lib/proxy.js`). Rejects with
    * `BCV_PROXY_VM_START`, `BCV_CLOSED` when the host is closed.
    */
-  proxyStartVm(module: ProxyModuleHandle, vmId: string, configuration: Uint8Array, environment: Array<[string, string]> | Record<string, string> | null | undefined, services: object | null | undefined): Promise<Handle>
+  proxyStartVm(module: ProxyModuleHandle, vmId: string, configuration: Uint8Array, environment: Array<[string, string]> | Record<string, string> | null | undefined, services: object | null | undefined, restartMax: number, restartWindowMs: number, restartBackoffMs: number): Promise<Handle>
   /** Every metric plugins of this host defined, in definition order. */
   proxyMetrics(): Array<ProxyMetric>
   /** One metric by name, or `null`. */
@@ -292,7 +292,9 @@ export declare class Handle {
   /**
    * Why the VM (of this VM or plugin handle) failed — `{ kind, message, … }` — or `null` while it works.
    * Never waits for the VM.
+   * How many times the VM was re-created after a failure. Never waits for the VM.
    */
+  proxyRestarts(): number
   proxyFailure(): { kind: string, message: string, limit?: number, function?: string, phase?: string, exitCode?: number } | null
   /** Takes the log records the VM kept since the last call (the most recent 4096). Never waits for the VM. */
   proxyTakeLogs(): Array<ProxyLogRecord>

@@ -410,6 +410,32 @@ test('a panicking plugin fails closed with a 503; the VM names the trap and the 
   for (const v of [vm, healthy.vm, open.vm]) v.close();
 });
 
+test('a failed VM comes back on its next use, at most restart.maxRestarts times', async () => {
+  const vm = await host.startVm(testkit, { vmId: 'restarting', restart: { maxRestarts: 1, backoffMs: 0 } });
+  const good = await vm.addPlugin({ name: 'headers', configuration: 'headers' });
+  const bad = await vm.addPlugin({ name: 'panic', configuration: 'panic' });
+  const crash = await bad.httpContext();
+  assert.equal(await crash.onRequestHeaders(request('/boom'), true), 'localResponse');
+  assert.equal(vm.failure().kind, 'trap');
+  assert.equal(vm.restarts(), 0);
+  // The next use re-creates the VM with both plugins configured again.
+  const fresh = await good.httpContext();
+  assert.equal(vm.restarts(), 1);
+  assert.equal(vm.failure(), null);
+  assert.equal(await fresh.onRequestHeaders(request('/fine'), true), 'continue');
+  assert.ok((await fresh.requestHeaders()).some(([n, v]) => n === 'x-added' && v === 'yes'));
+  assert.ok(vm.takeLogs().some((r) => r.message.startsWith('vm restarted (restart 1) after: trap')));
+  // Past the limit the VM stays failed and every plugin follows its policy.
+  assert.equal(await (await bad.httpContext()).onRequestHeaders(request('/boom'), true), 'localResponse');
+  const blocked = await good.httpContext();
+  assert.equal(await blocked.onRequestHeaders(request('/blocked'), true), 'localResponse');
+  assert.equal(blocked.localResponse().status, 503);
+  assert.equal(vm.restarts(), 1);
+  await assert.rejects(host.startVm(testkit, { restart: { maxRestarts: -1 } }), TypeError);
+  await assert.rejects(host.startVm(testkit, { restart: { maxRestarts: 1, windowMs: -5 } }), (e) => e.code === 'BCV_INVALID_ARGUMENT');
+  vm.close();
+});
+
 test('an infinite loop, or a JS service slower than the callback deadline, fails the VM', async () => {
   const strict = new ProxyHost({ moduleCacheDir: cacheDir, callbackDeadlineMs: 200, memoryLimit: 16 << 20 });
   try {

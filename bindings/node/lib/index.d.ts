@@ -1270,6 +1270,12 @@ export interface StartVmOptions {
   /** Environment variables the guest sees through WASI (the process's own never leak). */
   environment?: ProxyHeadersInit;
   services?: ProxyServices;
+  /**
+   * Re-create a failed VM on its next use (a fresh instance, `on_vm_start`, every open plugin configured
+   * again) at most `maxRestarts` times within `windowMs` (default 60 s), each at least `backoffMs` (default
+   * 1 s) after its failure; contexts open at the failure stay failed. Default: no restarts.
+   */
+  restart?: { maxRestarts: number; windowMs?: number; backoffMs?: number };
 }
 
 /** Options of `Vm.addPlugin()`. */
@@ -1344,7 +1350,9 @@ export declare class Vm extends Handle {
   readonly vmId: string;
   /** Adds a plugin after a canary run; rejects with `PluginRejectedError`, `VmFailedError`. */
   addPlugin(config?: PluginConfig): Promise<Plugin>;
-  /** Why the VM failed, or `null`. Never waits. */
+  /** How many times the VM was re-created after a failure (`restart` of `startVm`). Never waits. */
+  restarts(): number;
+  /** Why the VM failed, or `null` (again after a restart). Never waits. */
   failure(): ProxyFailure | null;
   /** Takes the log records kept since the last call (the most recent 4096). Never waits. */
   takeLogs(): ProxyLogRecord[];

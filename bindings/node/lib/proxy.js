@@ -327,13 +327,21 @@ module.exports = function defineProxy({
       if (!(module instanceof ProxyModule)) throw new TypeError('module must be a ProxyModule');
       if (module.host !== this) throw new TypeError(`module ${module.name} was loaded by another ProxyHost`);
       if (options === null || typeof options !== 'object') throw new TypeError('options must be an object');
-      const { vmId = '', configuration, environment, services } = options;
+      const { vmId = '', configuration, environment, services, restart } = options;
+      if (restart != null && typeof restart !== 'object') throw new TypeError('restart must be an object');
+      const { maxRestarts = 0, windowMs = 60_000, backoffMs = 1_000 } = restart ?? {};
+      if (!Number.isInteger(maxRestarts) || maxRestarts < 0 || maxRestarts > 0xffffffff) {
+        throw new TypeError('restart.maxRestarts must be a non-negative integer');
+      }
       const h = await this[kNative].proxyStartVm(
         module[kNative],
         text(vmId, 'vmId'),
         bytes(configuration, 'configuration'),
         headersOf(environment, 'environment'),
         servicesOf(services),
+        maxRestarts,
+        windowMs,
+        backoffMs,
       );
       return new Vm(kCreate, h, this, module);
     }
@@ -427,9 +435,14 @@ module.exports = function defineProxy({
       return new Plugin(kCreate, h, this);
     }
 
-    /** Why the VM failed — `{ kind, message, … }` — or `null` while it works. Never waits. */
+    /** Why the VM failed — `{ kind, message, … }` — or `null` while it works (again, after a restart). Never waits. */
     failure() {
       return this[kNative].proxyFailure();
+    }
+
+    /** How many times the VM was re-created after a failure (`restart` of `startVm`). Never waits. */
+    restarts() {
+      return this[kNative].proxyRestarts();
     }
 
     /** Takes the log records kept since the last call (the most recent 4096). Never waits. */

@@ -29,7 +29,7 @@ use std::time::Duration;
 use bcv_core::handle::Node;
 use bcv_core::proxy::{
     FilterAction, HostConfig, HttpContext, MapLimits, MetricSnapshot, PeerType, Plugin, PluginConfig, PluginModule,
-    ProxyError, ProxyHost, ProxyResult, StreamType, TcpContext, Vm, VmConfig,
+    ProxyError, ProxyHost, ProxyResult, RestartPolicy, StreamType, TcpContext, Vm, VmConfig,
 };
 use napi::bindgen_prelude::{Buffer, ToNapiValue, Uint8Array, Unknown};
 use napi::{Env, JsValue};
@@ -426,9 +426,25 @@ impl Handle {
         #[napi(ts_arg_type = "Array<[string, string]> | Record<string, string> | null | undefined")]
         environment: Unknown,
         #[napi(ts_arg_type = "object | null | undefined")] services: Unknown,
+        restart_max: u32,
+        restart_window_ms: f64,
+        restart_backoff_ms: f64,
     ) -> napi::Result<RawValue> {
         let local = enter(&env)?;
         let host = self.proxy_host(&local, "proxyStartVm")?;
+        let restart = if restart_max > 0 {
+            let duration = |ms: f64, what: &str| match millis(Some(ms), what) {
+                Ok(d) => Ok(d.unwrap_or_default()),
+                Err(e) => Err(e.throw(&local)),
+            };
+            Some(RestartPolicy {
+                max_restarts: restart_max,
+                window: duration(restart_window_ms, "restart.windowMs")?,
+                backoff: duration(restart_backoff_ms, "restart.backoffMs")?,
+            })
+        } else {
+            None
+        };
         let Some(module) = module.module.clone() else {
             return Err(JsErr::invalid("the module is gone").throw(&local));
         };
@@ -439,7 +455,7 @@ impl Handle {
             .collect();
         let deadline = host.config().callback_deadline;
         let services = services::services_from_js(&local, services.raw(), deadline).map_err(|e| e.throw(&local))?;
-        let config = VmConfig { vm_id, configuration: configuration.to_vec(), environment, services };
+        let config = VmConfig { vm_id, configuration: configuration.to_vec(), environment, services, restart };
         let scope = local.scopes.borrow().last().map(|s| s.id);
         let lineage = self.lineage();
         vm_op(
@@ -594,6 +610,16 @@ impl Handle {
 
     /// Why the VM (of this VM or plugin handle) failed — `{ kind, message, … }` — or `null` while it works.
     /// Never waits for the VM.
+    /// How many times the VM was re-created after a failure. Never waits for the VM.
+    #[napi]
+    pub fn proxy_restarts(&self, env: Env) -> napi::Result<u32> {
+        let local = enter(&env)?;
+        match &*self.get(&local)? {
+            Kind::ProxyVm(v) => Ok(v.restarts()),
+            _ => Err(self.wrong(&local, "proxyRestarts")),
+        }
+    }
+
     #[napi(
         ts_return_type = "{ kind: string, message: string, limit?: number, function?: string, phase?: string, exitCode?: number } | null"
     )]

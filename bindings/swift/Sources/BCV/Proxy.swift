@@ -235,6 +235,22 @@ extension ProxyCalloutReply {
 
 // MARK: - Host
 
+/// How a failed VM comes back: on its next use (a new context or plugin, a foreign function call, a timer)
+/// once `backoff` has passed since the failure, at most `maxRestarts` times within any `window`. It is a
+/// fresh instance with `on_vm_start` and every open plugin configured again; contexts open at the failure
+/// stay failed. Past the limit the VM stays failed, so a plugin that fails every request cannot crash-loop.
+public struct ProxyRestartPolicy: Sendable, Equatable {
+    public var maxRestarts: UInt32
+    public var window: Duration
+    public var backoff: Duration
+
+    public init(maxRestarts: UInt32, window: Duration = .seconds(60), backoff: Duration = .seconds(1)) {
+        self.maxRestarts = maxRestarts
+        self.window = window
+        self.backoff = backoff
+    }
+}
+
 extension ProxyHost {
     /// A Proxy-Wasm host. `nil` settings take the defaults: `memoryLimit` 64 MiB per VM,
     /// `callbackDeadline` 1 s per callback, `pooling` true with `maxInstances` 128 VMs alive at once, no
@@ -254,26 +270,30 @@ extension ProxyHost {
     }
 
     /// Starts a VM of `module`. VMs with the same `id` share shared data and queues; `configuration` is
-    /// what `on_vm_start` reads; `environment` is all the guest sees of environment variables.
+    /// what `on_vm_start` reads; `environment` is all the guest sees of environment variables; `restart`
+    /// brings a failed VM back on its next use, within its limits (default: a failed VM stays failed).
     /// - Throws: `BcvError.VmFailed` when the module cannot be instantiated or its start code fails.
     public func startVm(module: ProxyModule, id: String = "", configuration: Data = Data(),
-                        environment: [String: String] = [:], services: ProxyServices = ProxyServices()) throws
-        -> ProxyVm {
+                        environment: [String: String] = [:], services: ProxyServices = ProxyServices(),
+                        restart: ProxyRestartPolicy? = nil) throws -> ProxyVm {
         let config = ProxyVmConfig(
             vmId: id, configuration: configuration, environment: environment,
             httpCalls: services.httpCall != nil, grpcCalls: services.grpcCall != nil,
             properties: services.property != nil, logs: services.log != nil,
-            foreignFunctions: services.foreignFunctions.keys.sorted())
+            foreignFunctions: services.foreignFunctions.keys.sorted(),
+            maxRestarts: restart?.maxRestarts ?? 0,
+            restartWindowMs: restart?.window.bcvMilliseconds ?? 60_000,
+            restartBackoffMs: restart?.backoff.bcvMilliseconds ?? 1_000)
         return try startVm(module: module, config: config,
                            services: services.isEmpty ? nil : ProxyServicesAdapter(services))
     }
 
     /// Starts a VM with a text VM configuration.
     public func startVm(module: ProxyModule, id: String = "", configuration: String,
-                        environment: [String: String] = [:], services: ProxyServices = ProxyServices()) throws
-        -> ProxyVm {
+                        environment: [String: String] = [:], services: ProxyServices = ProxyServices(),
+                        restart: ProxyRestartPolicy? = nil) throws -> ProxyVm {
         try startVm(module: module, id: id, configuration: Data(configuration.utf8), environment: environment,
-                    services: services)
+                    services: services, restart: restart)
     }
 
     /// Shared data `key` of VM id `vmId`, with its CAS token; `nil` when absent.

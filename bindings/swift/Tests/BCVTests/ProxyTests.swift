@@ -445,6 +445,30 @@ final class ProxyTests: XCTestCase {
         XCTAssertEqual(openVm.failure?.kind, .trap)
     }
 
+    func testFailedVmComesBackOnNextUseWithinItsRestartLimit() throws {
+        let host = try proxyHost()
+        let module = try host.loadModule(name: "testkit", wasm: proxyPlugin("testkit"))
+        let vm = try host.startVm(module: module, id: "restarting",
+                                  restart: ProxyRestartPolicy(maxRestarts: 1, backoff: .zero))
+        let good = try vm.addPlugin(name: "headers", rootId: "headers", configuration: "headers")
+        let bad = try vm.addPlugin(name: "panic", rootId: "panic", configuration: "panic")
+        XCTAssertEqual(try bad.httpContext().onRequestHeaders(request("/boom"), endOfStream: true).response?.status, 503)
+        XCTAssertEqual(vm.failure?.kind, .trap)
+        XCTAssertEqual(vm.restarts(), 0)
+        // The next use re-creates the VM with both plugins configured again.
+        let fresh = try good.httpContext()
+        XCTAssertEqual(vm.restarts(), 1)
+        XCTAssertNil(vm.failure)
+        XCTAssertEqual(try fresh.onRequestHeaders(request("/fine"), endOfStream: true), .continue)
+        XCTAssertEqual(try fresh.requestHeaders()["x-added"], "yes")
+        XCTAssertTrue(vm.takeLogs().contains { $0.message.hasPrefix("vm restarted (restart 1) after: trap") })
+        // Past the limit the VM stays failed: every plugin follows its policy.
+        _ = try bad.httpContext().onRequestHeaders(request("/boom"), endOfStream: true)
+        XCTAssertEqual(try good.httpContext().onRequestHeaders(request("/blocked"), endOfStream: true).response?.status, 503)
+        XCTAssertEqual(vm.restarts(), 1)
+        XCTAssertEqual(vm.failure?.kind, .trap)
+    }
+
     func testCpuDeadlineStopsAnEndlessLoop() throws {
         let host = try proxyHost(memoryLimit: 16 << 20, callbackDeadline: .milliseconds(200))
         let (vm, plugin) = try start(host, "loop")

@@ -445,6 +445,17 @@ pub struct ProxyVmConfig {
     /// The foreign functions (by name) the plugin may call through `foreignFunction`.
     #[uniffi(default = [])]
     pub foreign_functions: Vec<String>,
+    /// Re-create a failed VM on its next use (a fresh instance, `on_vm_start`, every open plugin configured
+    /// again) at most this many times within `restart_window_ms`; 0 (the default): it stays failed.
+    /// Contexts open at the failure stay failed. `ProxyVm.restarts()` counts them.
+    #[uniffi(default = 0)]
+    pub max_restarts: u32,
+    /// The sliding window of `max_restarts`, in milliseconds (default 60 s).
+    #[uniffi(default = 60000)]
+    pub restart_window_ms: u64,
+    /// The least time between a failure and the restart after it, in milliseconds (default 1 s).
+    #[uniffi(default = 1000)]
+    pub restart_backoff_ms: u64,
 }
 
 /// How to add a plugin (a root context) to a VM.
@@ -774,6 +785,11 @@ impl ProxyHost {
             configuration: config.configuration,
             environment: config.environment.into_iter().collect(),
             services: core_services,
+            restart: (config.max_restarts > 0).then(|| px::RestartPolicy {
+                max_restarts: config.max_restarts,
+                window: millis(config.restart_window_ms),
+                backoff: millis(config.restart_backoff_ms),
+            }),
         };
         let vm = px::Vm::start(&self.inner.0, &module.module, vm_config)?;
         Ok(Arc::new(ProxyVm { inner: Arc::new(VmNode(vm)) }))
@@ -918,6 +934,11 @@ impl ProxyVm {
     /// Why the VM failed, or `nil`. Never blocks on the VM (callable from its own callbacks).
     pub fn get_failure(&self) -> Option<ProxyFailure> {
         self.inner.0.failure().map(Into::into)
+    }
+
+    /// How many times the VM was re-created after a failure (`maxRestarts`). Never blocks on the VM.
+    pub fn restarts(&self) -> u32 {
+        self.inner.0.restarts()
     }
 
     /// Takes the log records kept so far (the newest 4096). Never blocks on the VM.
