@@ -417,6 +417,8 @@ impl Handle {
     /// sees through WASI; `services` holds the JS functions (see `lib/proxy.js`). Rejects with
     /// `BCV_PROXY_VM_START`, `BCV_CLOSED` when the host is closed.
     #[napi(ts_return_type = "Promise<Handle>")]
+    // One positional argument per option: lib/proxy.js unpacks the options object.
+    #[allow(clippy::too_many_arguments)]
     pub fn proxy_start_vm(
         &self,
         env: Env,
