@@ -662,6 +662,22 @@ fn compiled_modules_are_cached_and_a_damaged_cache_entry_is_recompiled() {
     }
     assert!(!host.load_module("m", &wasm).unwrap().from_cache());
     assert!(host.load_module("m", &wasm).unwrap().from_cache());
+
+    // Hosts of one process compiling the same new module at once each write the cache entry whole.
+    let dir = tempfile::tempdir().unwrap();
+    let config = HostConfig { module_cache_dir: Some(dir.path().to_path_buf()), ..Default::default() };
+    let loaders: Vec<_> = (0..8)
+        .map(|_| {
+            let (config, wasm) = (config.clone(), wasm.clone());
+            std::thread::spawn(move || ProxyHost::new(config).unwrap().load_module("m", &wasm).map(|_| ()))
+        })
+        .collect();
+    for loader in loaders {
+        loader.join().unwrap().expect("a concurrent load succeeds");
+    }
+    assert!(ProxyHost::new(config).unwrap().load_module("m", &wasm).unwrap().from_cache());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers.len(), 1, "one cache file, no temporary ones: {leftovers:?}");
 }
 
 #[test]
@@ -880,4 +896,28 @@ fn a_restart_waits_for_its_backoff() {
     let _ = bad.http_context().unwrap();
     assert_eq!(vm.restarts(), 0);
     assert!(vm.failure().is_some());
+}
+
+#[test]
+fn a_restart_that_cannot_configure_a_plugin_leaves_the_vm_failed_and_counts_as_an_attempt() {
+    let host = host();
+    let module = testkit(&host);
+    let policy = RestartPolicy { max_restarts: 2, window: Duration::from_secs(60), backoff: Duration::ZERO };
+    let config = VmConfig { vm_id: "restart-refused".into(), restart: Some(policy), ..Default::default() };
+    let vm = Vm::start(&host, &module, config).unwrap();
+    let once = vm.add_plugin(plugin_config("configure-twice", "configure-twice")).unwrap();
+    let bad = vm.add_plugin(plugin_config("panic", "panic")).unwrap();
+    let ctx = once.http_context().unwrap();
+    assert_eq!(ctx.on_request_headers(request("/before"), true).unwrap(), FilterAction::Continue);
+    let _ = bad.http_context().unwrap().on_request_headers(request("/boom"), true).unwrap();
+    // Both allowed attempts fail on the plugin's configure; the VM stays failed and its plugins fail closed.
+    for _ in 0..3 {
+        let action = once.http_context().unwrap().on_request_headers(request("/after"), true).unwrap();
+        assert!(matches!(action, FilterAction::LocalResponse(ref r) if r.status == 503), "{action:?}");
+    }
+    assert_eq!(vm.restarts(), 0);
+    assert!(matches!(vm.failure(), Some(FailReason::Trap(_))));
+    let logs = logs_text(&vm);
+    let failed: Vec<_> = logs.iter().filter(|l| l.starts_with("vm restart failed: plugin configure-twice")).collect();
+    assert_eq!(failed.len(), 2, "{logs:?}");
 }

@@ -125,8 +125,17 @@ fn compile_cached(
     let mut file = Vec::with_capacity(32 + serialized.len());
     file.extend_from_slice(&Sha256::digest(&serialized));
     file.extend_from_slice(&serialized);
-    let temp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&temp, &file).map_err(|e| cache_error(&temp, e))?;
-    std::fs::rename(&temp, &path).map_err(|e| cache_error(&path, e))?;
+    // A temporary name of its own (process and a per-process counter): hosts loading the same module at
+    // once, in this process or others, each write a whole file and the last rename wins.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temp = path.with_extension(format!("tmp{}-{write}", std::process::id()));
+    let written = std::fs::write(&temp, &file)
+        .map_err(|e| cache_error(&temp, e))
+        .and_then(|()| std::fs::rename(&temp, &path).map_err(|e| cache_error(&path, e)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written?;
     Ok((module, false))
 }

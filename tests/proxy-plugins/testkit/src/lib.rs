@@ -345,6 +345,15 @@ impl RootContext for Root {
         if mode_word == "fail-configure" {
             return false;
         }
+        // "configure-twice": configures (as "headers") for the canary and the plugin itself, then refuses — a
+        // VM restart that cannot configure this plugin again. Counted in shared data, which outlives instances.
+        if mode_word == "configure-twice" {
+            let (seen, cas) = self.get_shared_data("configure-twice");
+            let count = seen.map_or(0, |v| v.first().copied().unwrap_or(0)) + 1;
+            if self.set_shared_data("configure-twice", Some(&[count]), cas).is_err() || count > 2 {
+                return false;
+            }
+        }
         info!("configure: {config_text}");
 
         let mode = match Mode::parse(mode_word) {
