@@ -793,7 +793,13 @@ fn a_context_created_on_a_closed_plugin_is_refused_and_leaves_nothing_behind() {
     assert_eq!(before, 1, "the plugin's root context");
     plugin.node().close_and_wait_blocking(Duration::from_secs(10)).expect("the plugin closes");
     assert!(matches!(plugin.http_context(), Err(ProxyError::Closed(_))));
+    assert!(matches!(plugin.tcp_context(), Err(ProxyError::Closed(_))));
+    assert!(matches!(plugin.call_foreign_function(1, b"x"), Err(ProxyError::Closed(_))));
     assert_eq!(vm.context_count().unwrap(), 0, "the root is gone and no stream context stayed behind");
+    // The guest never heard of a context under its deleted root: the VM still works.
+    assert_eq!(vm.failure(), None);
+    let other = vm.add_plugin(plugin_config("headers", "headers")).unwrap();
+    assert_eq!(other.http_context().unwrap().on_request_headers(request("/"), true).unwrap(), FilterAction::Continue);
 }
 
 #[test]

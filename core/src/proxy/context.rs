@@ -42,6 +42,12 @@ fn failed_response(plugin: &PluginInner, reason: &str) -> LocalResponse {
     }
 }
 
+/// True while `plugin` is open and its root context lives in the VM.
+pub(crate) fn plugin_root_live(plugin: &PluginInner, core: &mut VmCore) -> bool {
+    plugin.resource.core.is_open()
+        && core.state().contexts.get(&plugin.identity.root_context).is_some_and(|c| c.ending == Ending::Live)
+}
+
 struct ContextHooks {
     plugin: Arc<PluginInner>,
     id: u32,
@@ -80,6 +86,11 @@ impl ContextBase {
         let inner = plugin.inner.clone();
         let vm = inner.vm.clone();
         let mut core = vm.lock_for_work()?;
+        // A closed plugin's root context is gone from the guest (or going): creating a stream context under
+        // it would make the SDK trap on an unknown root and fail the whole VM.
+        if !plugin_root_live(&inner, &mut core) {
+            return Err(ProxyError::Closed(Closed::new(CloseReason::Parent)));
+        }
         let id = core.state().allocate_context_id();
         core.state().contexts.insert(id, ContextData::new(kind, inner.identity.clone()));
         let create = core.exports.context_create.clone();

@@ -7,7 +7,7 @@ use super::context::{HttpContext, TcpContext};
 use super::error::{FailReason, ProxyError, ProxyResult};
 use super::state::{ContextData, ContextKind, PluginIdentity};
 use super::vm::{Vm, VmInner, run_canary, start_root};
-use crate::handle::{Closed, Node, NodeHooks, TaskResource};
+use crate::handle::{CloseReason, Closed, Node, NodeHooks, TaskResource};
 
 /// How to configure a plugin.
 #[derive(Clone, Debug, Default)]
@@ -165,11 +165,15 @@ impl Plugin {
     /// Calls the plugin's `proxy_on_foreign_function(root, function_id, args_size)`; the plugin reads
     /// `args` as the FOREIGN_FUNCTION_ARGUMENTS buffer. ABI 0.2.0 and later.
     ///
-    /// Errors: [`ProxyError::VmFailed`] when the VM has failed or the callback trapped.
+    /// Errors: [`ProxyError::VmFailed`] when the VM has failed or the callback trapped;
+    /// [`ProxyError::Closed`] when the plugin is closed.
     pub fn call_foreign_function(&self, function_id: u32, args: &[u8]) -> ProxyResult<()> {
         let vm = &self.inner.vm;
         let root = self.inner.identity.root_context;
         let mut core = vm.lock_for_work()?;
+        if !super::context::plugin_root_live(&self.inner, &mut core) {
+            return Err(ProxyError::Closed(Closed::new(CloseReason::Parent)));
+        }
         core.state().call.foreign_arguments = args.to_vec();
         let f = core.exports.foreign_function.clone();
         let result = core.call(&f, root, (root as i32, function_id as i32, args.len() as i32));
