@@ -124,8 +124,11 @@ test('a body filter buffers chunks until the end of stream, rewrites them and ad
 test('a request body stream is piped through the plugin', async () => {
   const { vm, plugin } = await start('body');
   const http = await plugin.httpContext();
-  await http.onRequestHeaders(request('/stream'), false);
+  const headers = http.onRequestHeaders(request('/stream'), false);
   const [writer, reader] = bcv.pipe(16);
+  // The body may not overtake its headers: piping waits until the earlier calls settled.
+  assert.throws(() => http.filterRequestBody(reader), (e) => e.code === 'BCV_INVALID_STATE');
+  await headers;
   const filtered = http.filterRequestBody(reader);
   const produced = (async () => {
     for (const part of ['streamed ', 'body ', 'data']) await writer.write(part);
@@ -408,6 +411,22 @@ test('a panicking plugin fails closed with a 503; the VM names the trap and the 
   assert.equal(await passed.onRequestHeaders(request('/'), true), 'continue');
   assert.ok(open.vm.takeLogs().some((r) => r.message.includes('testkit panic on purpose')));
   for (const v of [vm, healthy.vm, open.vm]) v.close();
+});
+
+test('out-of-range numbers are refused or capped, never a crash', async () => {
+  assert.throws(() => new ProxyHost({ maxInstances: 2 ** 32 }), TypeError);
+  assert.throws(() => new ProxyHost({ maxHeaderPairs: Infinity }), TypeError);
+  assert.throws(() => new ProxyHost({ callbackDeadlineMs: Infinity }), (e) => e.code === 'BCV_INVALID_ARGUMENT');
+  const patient = new ProxyHost({ callbackDeadlineMs: 1e300 });
+  patient.close();
+  const { vm, plugin } = await start('headers');
+  const http = await plugin.httpContext();
+  assert.equal(await http.onRequestHeaders(request('/'), true), 'continue');
+  assert.equal(await http.wait(Number.MAX_VALUE), 'continue');
+  await assert.rejects(host.startVm(testkit, { restart: { maxRestarts: 1, windowMs: 'soon' } }), TypeError);
+  const capped = await host.startVm(testkit, { restart: { maxRestarts: 1, windowMs: 1e300, backoffMs: 1e300 } });
+  await capped.closeAndWait({ timeoutMs: Infinity });
+  vm.close();
 });
 
 test('a failed VM comes back on its next use, at most restart.maxRestarts times', async () => {

@@ -868,6 +868,7 @@ const { ProxyHost, ProxyModule, Vm, Plugin, HttpContext, TcpContext, CalloutRepl
   inputOf,
   ReadStream,
   DEFAULT_TIMEOUT_MS,
+  BcvError,
 });
 
 // ---------------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@
 
 /**
  * @param {object} internals `native`, `Handle`, `kNative`, `kInspectFields`, `toBytes`, `inputOf`,
- *   `ReadStream`, `DEFAULT_TIMEOUT_MS` from `lib/index.js`
+ *   `ReadStream`, `DEFAULT_TIMEOUT_MS`, `BcvError` from `lib/index.js`
  */
 const { inspect } = require('node:util');
 
@@ -40,10 +40,12 @@ module.exports = function defineProxy({
   inputOf,
   ReadStream,
   DEFAULT_TIMEOUT_MS,
+  BcvError,
 }) {
   const kCreate = Symbol('bcv.proxy.create');
   /** Runs a context call after the calls made before on the same context. */
   const kSerial = Symbol('bcv.proxy.serial');
+  const kSettled = Symbol('bcv.proxy.settled');
   /** Runs a context call that yields an action. */
   const kAct = Symbol('bcv.proxy.act');
   const noop = () => {};
@@ -292,6 +294,13 @@ module.exports = function defineProxy({
           throw new TypeError(`${key} must be a non-negative number`);
         }
       }
+      // These cross as 32-bit integers: refuse what would silently wrap (Infinity, 2 ** 32, fractions).
+      for (const key of ['maxInstances', 'maxHeaderPairs']) {
+        const v = options[key];
+        if (v !== undefined && v !== null && !(Number.isInteger(v) && v <= 0xffffffff)) {
+          throw new TypeError(`${key} must be an integer from 0 to 2 ** 32 - 1`);
+        }
+      }
       if (options.pooling !== undefined && typeof options.pooling !== 'boolean') throw new TypeError('pooling must be a boolean');
       if (options.moduleCacheDir !== undefined && options.moduleCacheDir !== null) text(options.moduleCacheDir, 'moduleCacheDir');
       super(native.proxyHostNew({ ...options }));
@@ -332,6 +341,9 @@ module.exports = function defineProxy({
       const { maxRestarts = 0, windowMs = 60_000, backoffMs = 1_000 } = restart ?? {};
       if (!Number.isInteger(maxRestarts) || maxRestarts < 0 || maxRestarts > 0xffffffff) {
         throw new TypeError('restart.maxRestarts must be a non-negative integer');
+      }
+      for (const [key, v] of [['windowMs', windowMs], ['backoffMs', backoffMs]]) {
+        if (typeof v !== 'number') throw new TypeError(`restart.${key} must be a number of milliseconds`);
       }
       const h = await this[kNative].proxyStartVm(
         module[kNative],
@@ -539,6 +551,7 @@ module.exports = function defineProxy({
   class StreamContext extends Handle {
     #plugin;
     #tail = Promise.resolve();
+    #pending = 0;
     #localResponse = null;
 
     constructor(token, h, plugin) {
@@ -554,9 +567,20 @@ module.exports = function defineProxy({
 
     /** @internal runs `fn` after the calls made before on this context. */
     [kSerial](fn) {
+      this.#pending += 1;
       const run = this.#tail.then(fn);
+      // Registered before the caller can await `run`, so the count is down when the caller resumes.
+      const settled = () => { this.#pending -= 1; };
+      run.then(settled, settled);
       this.#tail = run.then(noop, noop);
       return run;
+    }
+
+    /** @internal throws unless every call made on this context has settled (for what cannot be queued). */
+    [kSettled](what) {
+      if (this.#pending > 0) {
+        throw new BcvError(`${what}: await the earlier calls on this context first`, 'BCV_INVALID_STATE');
+      }
     }
 
     /** @internal runs a call that yields `{ action, localResponse }`: keeps the local response. */
@@ -704,15 +728,19 @@ module.exports = function defineProxy({
     /**
      * Pipes a request body through the plugin: returns a `ReadStream` of what the plugin lets through. It
      * ends cleanly only after the plugin continued the final chunk; anything else ends it with `ClosedError`.
+     * Call it once the earlier calls on the context have settled (it throws `BCV_INVALID_STATE` otherwise):
+     * the body must not reach the plugin before its headers.
      * @param {ReadStream | Uint8Array | string} input consumed
      * @param {{ pauseTimeoutMs?: number }} [options] how long a paused body may wait (default 5000)
      */
     filterRequestBody(input, options = {}) {
+      this[kSettled]('filterRequestBody');
       return new ReadStream(this[kNative].proxyFilterBody(false, inputOf(input), timeoutOf(options.pauseTimeoutMs)));
     }
 
     /** Pipes a response body through the plugin, as `filterRequestBody`. */
     filterResponseBody(input, options = {}) {
+      this[kSettled]('filterResponseBody');
       return new ReadStream(this[kNative].proxyFilterBody(true, inputOf(input), timeoutOf(options.pauseTimeoutMs)));
     }
   }

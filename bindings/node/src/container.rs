@@ -4,7 +4,6 @@
 //! JS thread, and so does a JS cipher given for a secure container (its calls are posted there).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use bcv_core::vfs::store::ContainerStore;
 use bcv_core::vfs::{ContainerTools, DEFAULT_BLOCK_SIZE, DEFAULT_NAME_BYTES, Progress, VfsResult};
@@ -219,7 +218,7 @@ impl ContainerHandle {
             return Err(JsErr::invalid(format!("graceSeconds must be a non-negative number, got {grace_seconds}"))
                 .throw(&local));
         }
-        let grace = Duration::from_secs_f64(grace_seconds);
+        let grace = crate::duration_from_ms(grace_seconds * 1000.0);
         tools_op(
             &env,
             &self.tools,

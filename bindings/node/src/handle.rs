@@ -12,7 +12,6 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
 use bcv_core::handle::{
     CloseReason, Closed, DEFAULT_CAPACITY, FutureReader, FutureWriter, HttpFields, HttpServer, IncomingMessage, Node,
@@ -449,7 +448,7 @@ impl Handle {
                 None
             }
         };
-        let timeout = Duration::from_secs_f64((timeout_ms.max(0.0)) / 1000.0);
+        let timeout = crate::duration_from_ms(timeout_ms);
         let fut = async move {
             let start = tokio::time::Instant::now();
             kind.node().close_and_wait(timeout).await?;

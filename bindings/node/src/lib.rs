@@ -263,8 +263,18 @@ pub(crate) fn off_thread<T: Send + 'static>(
 /// after `timeoutMs`. Afterwards every call fails with `BCV_CLOSED` (`RUNTIME_SHUTDOWN`). Idempotent.
 #[napi(ts_return_type = "Promise<void>")]
 pub fn shutdown(env: Env, timeout_ms: f64) -> napi::Result<RawValue> {
-    let timeout = Duration::from_secs_f64(timeout_ms.max(0.0) / 1000.0);
+    let timeout = duration_from_ms(timeout_ms);
     off_thread(&env, move || runtime().shutdown(timeout), |r| r.map(|()| Out::Undefined).map_err(JsErr::from))
+}
+
+/// Milliseconds from JS as a `Duration` that cannot panic: NaN and negatives are 0, anything past about
+/// 31 years (`Infinity` included) is capped there, which also keeps `now + duration` representable.
+pub(crate) fn duration_from_ms(ms: f64) -> Duration {
+    const CAP_MS: f64 = 1e12;
+    if ms.is_nan() || ms <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::from_secs_f64(ms.min(CAP_MS) / 1000.0)
 }
 
 /// Resolves once every release made so far has been processed by the reaper.
@@ -276,7 +286,7 @@ pub fn reaper_flush(env: Env) -> napi::Result<RawValue> {
 /// Resolves with the live-node count once it is 0 or `timeoutMs` passed (after flushing the reaper).
 #[napi(ts_return_type = "Promise<number>")]
 pub fn wait_idle(env: Env, timeout_ms: f64) -> napi::Result<RawValue> {
-    let timeout = Duration::from_secs_f64(timeout_ms.max(0.0) / 1000.0);
+    let timeout = duration_from_ms(timeout_ms);
     off_thread(&env, move || runtime().wait_idle(timeout), |n| Ok(Out::Number(n as f64)))
 }
 
@@ -306,6 +316,6 @@ pub fn env_exit(env: Env, main_thread: bool, timeout_ms: f64) {
         local.teardown(CloseReason::RuntimeShutdown);
     }
     if main_thread && env::runtime_used() {
-        let _ = Runtime::global().shutdown(Duration::from_secs_f64(timeout_ms.max(0.0) / 1000.0));
+        let _ = Runtime::global().shutdown(duration_from_ms(timeout_ms));
     }
 }

@@ -151,7 +151,7 @@ fn non_negative_ms(ms: f64, what: &str) -> Result<Duration, JsErr> {
     if !(ms.is_finite() && ms >= 0.0) {
         return Err(JsErr::invalid(format!("{what} must be a non-negative number of milliseconds, got {ms}")));
     }
-    Ok(Duration::from_secs_f64(ms / 1000.0))
+    Ok(crate::duration_from_ms(ms))
 }
 
 /// Store options from the JS options shared by `openVfs` and `openContainer`.
@@ -170,13 +170,13 @@ fn positive_ms(ms: f64, what: &str) -> Result<Duration, JsErr> {
     if !(ms.is_finite() && ms > 0.0) {
         return Err(JsErr::invalid(format!("{what} must be a positive number of milliseconds, got {ms}")));
     }
-    Ok(Duration::from_secs_f64(ms / 1000.0))
+    Ok(crate::duration_from_ms(ms))
 }
 
 fn grace_of(cleanup_grace_ms: Option<f64>) -> Result<UploadOptions, JsErr> {
     let cleanup_grace = match cleanup_grace_ms {
         None => None,
-        Some(ms) if ms.is_finite() && ms >= 0.0 => Some(Duration::from_secs_f64(ms / 1000.0)),
+        Some(ms) if ms.is_finite() && ms >= 0.0 => Some(crate::duration_from_ms(ms)),
         Some(ms) => return Err(JsErr::invalid(format!("cleanupGraceMs must be a non-negative number, got {ms}"))),
     };
     Ok(UploadOptions { cleanup_grace })
@@ -574,7 +574,7 @@ impl Handle {
             if !(ms.is_finite() && ms >= 0.0) {
                 return Err(JsErr::invalid(format!("timeoutMs must be a non-negative number, got {ms}")).throw(&local));
             }
-            options.busy_timeout = Duration::from_secs_f64(ms / 1000.0);
+            options.busy_timeout = crate::duration_from_ms(ms);
         }
         let conn = Connection::open(&vfs, &path, &options).map_err(|e| thrown(&local, &vfs, e))?;
         let db = DbSlot { conn, readonly: options.read_only, _vfs: slot.clone() };

@@ -260,7 +260,7 @@ pub(crate) fn whole(value: Option<f64>, what: &str) -> Result<Option<u64>, JsErr
 pub(crate) fn millis(value: Option<f64>, what: &str) -> Result<Option<std::time::Duration>, JsErr> {
     match value {
         None => Ok(None),
-        Some(v) if v.is_finite() && v >= 0.0 => Ok(Some(std::time::Duration::from_secs_f64(v / 1000.0))),
+        Some(v) if v.is_finite() && v >= 0.0 => Ok(Some(crate::duration_from_ms(v))),
         Some(v) => Err(JsErr::invalid(format!("{what} must be a non-negative number of milliseconds, got {v}"))),
     }
 }

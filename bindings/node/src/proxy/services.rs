@@ -245,7 +245,9 @@ fn call_sync(
     deadline: Duration,
     args: impl FnOnce(sys::napi_env) -> Vec<sys::napi_value> + Send + 'static,
 ) -> Result<Option<Vec<u8>>, Thrown> {
-    let outcome = callable.with_js_until(Instant::now() + deadline, move |env, function| {
+    // The guest's CPU deadline keeps running while it waits here: give up at half of it, so a JS thread
+    // that is busy for a while costs the plugin this one answer (not found / failed), not its whole VM.
+    let outcome = callable.with_js_until(Instant::now() + deadline / 2, move |env, function| {
         let args = args(env);
         match call(env, js::undefined(env), function, &args) {
             Ok(value) => match returned_bytes(env, value) {
